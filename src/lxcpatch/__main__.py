@@ -1,0 +1,3 @@
+from lxcpatch.cli import main
+
+main()
