@@ -61,4 +61,75 @@ def fetch(
     return fetching.fetch(Workspace.resolve(workdir), request)
 
 
-ns = Collection(fetch)
+@task(
+    auto_shortflags=False,
+    iterable=["deb"],
+    help={
+        **COMMON_HELP,
+        "root": "root filesystem to verify (default: /): its lxc-start and the liblxc it loads",
+        "deb": "a .deb to verify without installing it (repeat for a set: lxc and liblxc1)",
+        "lib": "a liblxc.so to verify",
+        "binary": "an lxc-start to verify (its liblxc is looked up in --root)",
+        "live": "also run lxc-start on a throwaway container without CAP_SYS_BOOT (needs root)",
+        "timeout": "seconds the --live run may take before it is killed (default: 60)",
+    },
+)
+@edge
+def verify(
+    c: Context,
+    root: str | None = None,
+    deb: list[str] | None = None,
+    lib: str | None = None,
+    binary: str | None = None,
+    live: bool = False,
+    timeout: float = 60.0,
+    workdir: str | None = None,
+    json: bool = False,
+) -> Report:
+    """Tell whether an lxc-start is patched, unpatched or does not need the patch."""
+    from pathlib import Path
+
+    from lxcpatch import verify as verifying
+
+    request = verifying.VerifyRequest(
+        root=Path(root) if root else None,
+        debs=tuple(Path(d) for d in deb or ()),
+        lib=Path(lib) if lib else None,
+        binary=Path(binary) if binary else None,
+        live=live,
+        timeout=float(timeout),
+    )
+    return verifying.verify(request)
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["only", "var_lib"],
+    help={
+        **COMMON_HELP,
+        "only": "run only this check (repeatable): capabilities, apparmor, storage, cgroups, "
+        "bridge, lxc-start",
+        "var_lib": "a folder the nested engine stores its containers in (repeatable; "
+        "default: /var/lib/docker and /var/lib/lxc)",
+    },
+)
+@edge
+def doctor(
+    c: Context,
+    only: list[str] | None = None,
+    var_lib: list[str] | None = None,
+    workdir: str | None = None,
+    json: bool = False,
+) -> Report:
+    """Check whether this container can run LXC or Docker inside it, with fixes."""
+    from pathlib import Path
+
+    from lxcpatch import doctor as doctoring
+
+    request = doctoring.DoctorRequest(
+        only=tuple(only or ()), var_lib=tuple(Path(v) for v in var_lib or ())
+    )
+    return doctoring.doctor(request)
+
+
+ns = Collection(fetch, verify, doctor)
