@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -518,8 +519,8 @@ def _package_info(
     return PackageInfo(name, arch, version, origin, listed, check, expected, actual)
 
 
-def installed_version(status_text: str, name: str, arch: str | None) -> str | None:
-    """The version of the installed package `name` (of `arch`) in a dpkg status file."""
+def installed_package(status_text: str, name: str, arch: str | None) -> tuple[str, str] | None:
+    """(version, architecture) of the installed package `name` (of `arch`) in a dpkg status file."""
     from debian.deb822 import Deb822
 
     fallback = None
@@ -528,10 +529,10 @@ def installed_version(status_text: str, name: str, arch: str | None) -> str | No
             continue
         if arch is not None and para.get("Architecture") not in (arch, "all"):
             continue
-        version = para.get("Version")
+        found = (str(para.get("Version", "")), str(para.get("Architecture", "")))
         if para.get("Status", "").endswith(" installed"):
-            return str(version) if version else None
-        fallback = str(version) if version else fallback
+            return found
+        fallback = fallback or found
     return fallback
 
 
@@ -564,16 +565,18 @@ class DpkgDatabase(Packages):
             listed = next((w for w in wanted if w in lines), None)
             if listed is None:
                 continue
+            # Multi-Arch: same packages list as NAME:ARCH.list, the others as NAME.list.
             name, _, arch = listing.stem.partition(":")
             status = self.admindir / "status"
-            version = (
-                installed_version(status.read_text(errors="replace"), name, arch or None)
+            installed = (
+                installed_package(status.read_text(errors="replace"), name, arch or None)
                 if status.is_file()
                 else None
             )
+            version, architecture = installed or (None, arch or None)
             md5file = info / f"{listing.stem}.md5sums"
             sums = parse_md5sums(md5file.read_text(errors="replace")) if md5file.is_file() else {}
-            return _package_info(name, arch or None, version, self.description, listed, sums, host)
+            return _package_info(name, architecture, version, self.description, listed, sums, host)
         return None
 
 
@@ -591,6 +594,7 @@ class DebSet(Packages):
     """The .deb files given with --deb: each one's control fields, file list and md5sums."""
 
     def __init__(self, debs: Sequence[Path]) -> None:
+        from debian.arfile import ArError
         from debian.debfile import DebError, DebFile
 
         self.contents: list[DebContent] = []
@@ -606,7 +610,7 @@ class DebSet(Packages):
                     }
                 except DebError:
                     sums = {}
-            except (DebError, OSError, KeyError, EOFError) as exc:
+            except (ArError, DebError, tarfile.TarError, OSError, KeyError, ValueError) as exc:
                 raise VerifyError(
                     f"cannot read the package {deb}: {exc}",
                     hint="give a .deb file made by dpkg-deb (check that it is complete)",
@@ -1127,6 +1131,7 @@ def run_live(
     new_keys: bool,
     private_unified: bool,
     timeout: float,
+    command: Sequence[str] = ("/bin/true",),
 ) -> LiveResult:
     """Run `binary` (an lxc-start) on a throwaway container without CAP_SYS_BOOT/CAP_SETPCAP."""
     if os.geteuid() != 0:
@@ -1163,14 +1168,14 @@ def run_live(
                 args += ["-P", str(lxcpath)]
             if options.foreground:
                 args.append("-F")  # 1.0 and later daemonize by default; 0.x runs in the foreground
-            args += ["--", "/bin/true"]
+            args += ["--", *command]
         else:
             # lxcpatch's lxc-mini fixture: its lxc-start takes no LXC options, runs the same start
             # code (the CAP_SYS_BOOT drop) and then execs its arguments; it logs to stderr. It has
             # no container config, namespaces, cgroups or log file, so none is made for it.
             dialect = "lxc-mini"
             logfile = None
-            args = ["/bin/true"]
+            args = list(command)
             notes.append(
                 "this lxc-start takes no LXC options (the lxc-mini fixture): "
                 "ran it as `lxc-start /bin/true` and read its stderr"
