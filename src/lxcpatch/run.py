@@ -38,6 +38,7 @@ PACKAGE_FOR: dict[str, str] = {
     "lintian": "lintian",
     "make": "make",
     "meson": "meson",
+    "mountpoint": "util-linux",
     "ninja": "ninja-build",
     "pkg-config": "pkg-config",
     "spatch": "coccinelle",

@@ -28,7 +28,7 @@ from typing import Any
 from lxcpatch import capabilities
 from lxcpatch.errors import CommandError, LxcpatchError, PrerequisiteError, UsageError
 from lxcpatch.recipes import TOKENS
-from lxcpatch.run import run
+from lxcpatch.run import run, which
 
 log = logging.getLogger(__name__)
 
@@ -1136,6 +1136,8 @@ def run_live(
     """Run `binary` (an lxc-start) on a throwaway container without CAP_SYS_BOOT/CAP_SETPCAP."""
     if os.geteuid() != 0:
         raise PrerequisiteError("--live needs root (lxc-start creates namespaces and cgroups)")
+    for program in ("unshare", "capsh", "mountpoint"):
+        which(program)
     env = {"LD_LIBRARY_PATH": str(lib_dir)} if lib_dir else {}
     prefix = _child_prefix(private_unified)
 
