@@ -131,3 +131,11 @@ def test_json_error_document(cli: CliRunner, tmp_path: Path) -> None:
     document = json.loads(proc.stdout)
     assert document["exit_code"] == 2 and "no such file" in document["error"]
     assert document["hint"]
+
+
+def test_second_fetch_at_once_is_refused(cli: CliRunner, workdir: Path, lxc_mini: Path) -> None:
+    with Workspace(workdir).lock("fetch"):
+        proc = cli("fetch", "--source", lxc_mini)
+    assert proc.returncode == 1
+    assert says(proc.stderr, "fetch is busy", "hint:")
+    assert listing(workdir / "src") == []

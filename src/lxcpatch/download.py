@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -230,6 +231,7 @@ class Cache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        tmp.chmod(0o644)  # mkstemp made it private; a cache entry is an ordinary file
         self.downloaded.append(url)
         return tmp, digest.hexdigest()
 
@@ -279,6 +281,11 @@ def _mkstemp(folder: Path) -> tuple[int, str]:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
+    short = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)", text)
+    if short:
+        return f"{short.group(1)} bytes arrived, {short.group(2)} more were expected"
+    if "Connection broken" in text:
+        return "the connection broke"
     for marker in ("Failed to establish a new connection:", "NameResolutionError", "Caused by"):
         if marker in text:
             return text[text.index(marker) :].rstrip(")'\"")[:300]
