@@ -239,6 +239,7 @@ def test_leftovers_only_new_and_ours() -> None:
         cg / "cpu/lxc/c1/ns",
         cg / "memory/lxc/c1",
         cg / "cpu/someone-else",
+        cg / "pids/lxc.pivot",
     }
     found = leftovers(before, after, "c1")
     assert found == sorted(found, key=lambda p: len(p.parts), reverse=True)
@@ -247,6 +248,7 @@ def test_leftovers_only_new_and_ours() -> None:
         cg / "cpu/lxc/c1",
         cg / "cpu/lxc/c1/ns",
         cg / "memory/lxc/c1",
+        cg / "pids/lxc.pivot",
     }
 
 

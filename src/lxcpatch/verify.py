@@ -1228,11 +1228,16 @@ def leftovers(before: set[Path], after: set[Path], name: str) -> list[Path]:
     """The folders a run created for container `name`, deepest first.
 
     Those named after it (LXC's lxc/NAME, lxc.payload.NAME, …), the new parents above them and
-    new "lxc" folders (LXC's parent); never a folder that existed before.
+    new "lxc" and "lxc.*" folders (LXC's own); never a folder that existed before.
     """
     new = after - before
-    # LXC removes the container's own cgroup on a failed start but leaves its new parent "lxc".
-    ours = {p for p in new if any(name in part for part in p.parts) or p.name == "lxc"}
+    # LXC removes the container's own cgroup on a failed start but leaves its new parent "lxc";
+    # 4.0 and later leave "lxc.pivot", where the monitor waited while the container's went.
+    ours = {
+        p
+        for p in new
+        if any(name in part for part in p.parts) or p.name == "lxc" or p.name.startswith("lxc.")
+    }
     for path in list(ours):
         ours.update(parent for parent in path.parents if parent in new)
     return sorted(ours, key=lambda p: len(p.parts), reverse=True)
