@@ -237,7 +237,7 @@ def test_root_made_with_dpkg_x(
     rc, doc, err = verify_json(cli, "--root", root)
     assert (rc, doc["status"]) == (code, status), err
     assert doc["liblxc"] == f"/{LIBDIR}/liblxc.so.1.0.0"
-    assert doc["package"] is None  # no dpkg database in this root
+    assert doc["package"] == {}  # no dpkg database in this root
 
 
 def dpkg_root(root: Path, debs: list[Path]) -> Path:
@@ -408,7 +408,7 @@ def test_debian_liblxc1_installed_with_dpkg(
     assert doc["package"]["origin"].startswith("dpkg database")
     assert doc["package"]["md5sums"] == "match"
     assert doc["version"].startswith("1:5.0.")
-    assert doc["files"][0]["package"] is None  # lxc-start: not in the dpkg database
+    assert doc["files"][0]["package"] == {}  # lxc-start: not in the dpkg database
 
 
 # --- --live ---------------------------------------------------------------------------------------

@@ -678,7 +678,7 @@ class ScannedFile:
             "tokens": self.tokens(),
             "originals": [str(h) for h in self.findings.originals],
             "found_via": self.found_via,
-            "package": self.package.to_json() if self.package else None,
+            "package": self.package.to_json() if self.package else {},
         }
 
 
@@ -763,7 +763,7 @@ class VerifyReport:
             "liblxc": self.liblxc.path if self.liblxc else None,
             "version": self.version,
             "evidence": list(self.evidence),
-            "package": self.package.to_json() if self.package else None,
+            "package": self.package.to_json() if self.package else {},
             "tokens": self.tokens(),
             "files": [f.to_json() for f in self.files],
             "live": self.live.to_json() if self.live else None,
