@@ -63,6 +63,45 @@ def fetch(
 
 @task(
     auto_shortflags=False,
+    iterable=["tree"],
+    help={
+        **COMMON_HELP,
+        "tree": "a tree folder or the name of a fetched tree; repeat for many "
+        "(default: the current tree)",
+        "series": "series file to apply (default: patches/series)",
+        "check": "print the diffs and change nothing (exit 0 if everything would apply)",
+        "revert": "undo every patch lxcpatch applied, restoring the pristine bytes",
+        "status": "list the patches lxcpatch applied to each tree",
+    },
+)
+@edge
+def patch(
+    c: Context,
+    tree: list[str] | None = None,
+    series: str | None = None,
+    check: bool = False,
+    revert: bool = False,
+    status: bool = False,
+    workdir: str | None = None,
+    json: bool = False,
+) -> Report:
+    """Apply the patch series (@cap-sys-boot, …) to LXC trees; or check, revert, show status."""
+    from pathlib import Path
+
+    from lxcpatch import patch as patching
+
+    request = patching.PatchRequest(
+        trees=tuple(tree or ()),
+        series=Path(series) if series else None,
+        check=check,
+        revert=revert,
+        status=status,
+    )
+    return patching.run_patch(Workspace.resolve(workdir), request)
+
+
+@task(
+    auto_shortflags=False,
     iterable=["deb"],
     help={
         **COMMON_HELP,
@@ -132,4 +171,4 @@ def doctor(
     return doctoring.doctor(request)
 
 
-ns = Collection(fetch, verify, doctor)
+ns = Collection(fetch, patch, verify, doctor)

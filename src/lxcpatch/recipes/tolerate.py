@@ -1,0 +1,159 @@
+"""The tolerant rewrite of a bounding-set drop, shared by every recipe. Pure: bytes in, bytes out.
+
+    if (prctl(PR_CAPBSET_DROP, CAP, …)) {      if (prctl(PR_CAPBSET_DROP, CAP, …)) {
+            SYSERROR("…");               =>            if (prctl(PR_CAPBSET_READ, CAP, …) == 0) {
+            goto out;                                          INFO("<token>: …");
+    }                                                  } else {
+                                                               SYSERROR("…");
+                                                               goto out;
+                                                       }
+                                               }
+
+The drop itself and its error statements stay as they were (one level deeper). Only when the
+drop fails and PR_CAPBSET_READ says the capability is already out of the bounding set does the
+code log and carry on; a capability that is still there keeps the original error path. errno
+reaches the original SYSERROR intact: for a valid capability PR_CAPBSET_READ fails only where
+the kernel has no bounding set, with the same EINVAL the drop failed with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from lxcpatch.locate import INFO_CALL, READ, Fallback, Form, Site, SiteState
+
+FALLBACK_LINES = (b"#ifndef " + READ.encode(), b"#define " + READ.encode() + b" 23", b"#endif")
+
+
+def c_string(text: str) -> str:
+    """`text` as a C string literal usable as a printf-style format."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
+def render(
+    source: bytes,
+    sites: Sequence[Site],
+    fallback: Fallback | None,
+    message: Callable[[Site], str],
+) -> bytes:
+    """Rewrite every site's error path, and add the PR_CAPBSET_READ fallback #define."""
+    edits: list[tuple[int, int, bytes]] = []
+    for site in sites:
+        if site.state is not SiteState.REWRITABLE:
+            raise ValueError(f"site at line {site.line} is {site.state}, not rewritable")
+        edits.append(_rewrite(source, site, message(site)))
+    if fallback is not None:
+        nl = _newline(source, fallback.insert_at - 1)
+        text = nl + b"".join(line + nl for line in FALLBACK_LINES)
+        edits.append((fallback.insert_at, fallback.insert_at, text))
+    result = source
+    for start, end, text in sorted(edits, key=lambda e: e[0], reverse=True):
+        result = result[:start] + text + result[end:]
+    return result
+
+
+def _line_start(source: bytes, pos: int) -> int:
+    return source.rfind(b"\n", 0, pos) + 1
+
+
+def _indent(source: bytes, pos: int) -> bytes:
+    start = _line_start(source, pos)
+    match = re.match(rb"[ \t]*", source[start:pos])
+    return match.group(0) if match else b""
+
+
+def _newline(source: bytes, pos: int) -> bytes:
+    """The line ending of the line holding `pos` (the file's first one if that line has none)."""
+    end = source.find(b"\n", max(pos, 0))
+    if end < 0:
+        end = source.find(b"\n")
+    return b"\r\n" if end > 0 and source[end - 1 : end] == b"\r" else b"\n"
+
+
+def _unit(source: bytes, outer: bytes, inner: bytes) -> bytes:
+    """One level of indentation: inner minus outer, else what the file uses most."""
+    if inner.startswith(outer) and len(inner) > len(outer):
+        return inner[len(outer) :]
+    if b"\t" in outer:
+        return b"\t"
+    steps: Counter[int] = Counter()
+    previous = 0
+    for line in source.splitlines():
+        stripped = line.lstrip(b" ")
+        if not stripped.strip() or stripped.startswith((b"*", b"\t")):
+            continue
+        width = len(line) - len(stripped)
+        if width > previous:
+            steps[width - previous] += 1
+        previous = width
+    if not steps and source.count(b"\n\t") == 0:
+        return b"    "
+    if not steps:
+        return b"\t"
+    return b" " * steps.most_common(1)[0][0]
+
+
+def _reindent(text: bytes, old: bytes, new: bytes, nl: bytes) -> bytes:
+    """`text` whose first line starts at indentation `old`, moved to indentation `new`."""
+    lines = text.split(b"\n")
+    out = [new + lines[0]]
+    for line in lines[1:]:
+        out.append(new + line[len(old) :] if line.startswith(old) else line)
+    return b"\n".join(out)
+
+
+def _rewrite(source: bytes, site: Site, message: str) -> tuple[int, int, bytes]:
+    assert site.condition is not None and site.error_path is not None
+    assert site.log_family is not None and site.read_call is not None
+    path = site.error_path
+    outer = _indent(source, site.condition.start)
+    nl = _newline(source, site.condition.start)
+    opening = source[path.start + 1 : source.find(b"\n", path.start) + 1]
+    closing_line = _line_start(source, path.end - 1)
+    compound = source[path.start : path.start + 1] == b"{"
+    whole_lines = (
+        compound
+        and not opening.strip()
+        and closing_line > path.start
+        and not source[closing_line : path.end - 1].strip()
+    )
+    if whole_lines:
+        interior = source[path.start + 1 + len(opening) : closing_line]
+        first = next((ln for ln in interior.split(b"\n") if ln.strip()), b"")
+        unit = _unit(source, outer, re.match(rb"[ \t]*", first).group(0))  # type: ignore[union-attr]
+        body = b"".join(
+            line if not line.strip() or line.startswith(b"#") else unit + line
+            for line in interior.splitlines(keepends=True)
+        )
+        closing = source[closing_line : path.end - 1]
+    else:
+        statements = site.error_statements
+        first_indent = _indent(source, statements[0].start)
+        unit = _unit(source, outer, first_indent if not compound else b"")
+        inner = outer + unit * 2
+        parts = [
+            _reindent(source[s.start : s.end], _indent(source, s.start), inner, nl)
+            for s in statements
+        ]
+        body = b"".join(part + nl for part in parts)
+        closing = outer
+    level1, level2 = outer + unit, outer + unit * 2
+    log = f"{INFO_CALL[site.log_family]}({c_string(message)});".encode("latin-1")
+    block = [
+        b"{",
+        level1 + f"if ({site.read_call} == 0) {{".encode("latin-1"),
+        level2 + log,
+    ]
+    if site.form is Form.ASSIGNED and site.variable:
+        # The drop's result now reads as a success for whatever tests it later.
+        block.append(level2 + f"{site.variable} = 0;".encode("latin-1"))
+    block.append(level1 + b"} else {")
+    text = nl.join(block) + nl + body + level1 + b"}" + nl + closing + b"}"
+    start = path.start
+    gap = source[site.condition.end : path.start]
+    if not compound and not gap.strip():
+        start, text = site.condition.end, b" " + text
+    return start, path.end, text
