@@ -85,7 +85,9 @@ def edge(body: F) -> F:
             _print_json(report.to_json())
         text = report.human()
         if isinstance(text, str):
-            _console().print(text, markup=False)
+            # Plain text goes out verbatim (no wrapping, tabs kept): diffs must stay diffs.
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+            sys.stderr.flush()
         else:
             _console().print(text)
         if report.exit_code:

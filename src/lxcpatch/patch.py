@@ -814,8 +814,9 @@ def patch_tree(
                 path = _apply_step(ws, tree, step, number)
                 written.append(path)
                 results[current] = replace(results[current], patch=path)
-    except LxcpatchError as exc:
-        results[current] = replace(results[current], status=Status.FAILED, reason=exc.message)
+    except (LxcpatchError, OSError) as exc:
+        message = exc.message if isinstance(exc, LxcpatchError) else str(exc)
+        results[current] = replace(results[current], status=Status.FAILED, reason=message)
         return _stopped(tree, results[: current + 1], results[current], rolled_back=True)
     return TreeResult(tree.path, tuple(results))
 

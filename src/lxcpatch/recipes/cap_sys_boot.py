@@ -27,10 +27,7 @@ def locate(source: bytes, file: str = START_C) -> LocateResult:
 
 
 def message(site: Site) -> str:
-    return (
-        f"{TOKEN}: CAP_SYS_BOOT is not in the bounding set, nothing to drop "
-        "(dropping it needs CAP_SETPCAP); continuing"
-    )
+    return f"{TOKEN}: CAP_SYS_BOOT is already absent from the bounding set; continuing"
 
 
 def render(found: LocateResult, source: bytes) -> bytes:
