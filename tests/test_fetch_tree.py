@@ -139,3 +139,13 @@ def test_second_fetch_at_once_is_refused(cli: CliRunner, workdir: Path, lxc_mini
     assert proc.returncode == 1
     assert says(proc.stderr, "fetch is busy", "hint:")
     assert listing(workdir / "src") == []
+
+
+def test_source_date_epoch_dates_the_pristine_commit(
+    ws: Workspace, lxc_mini: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
+    first = fetch_ok(ws, source=str(lxc_mini), name="a")
+    second = fetch_ok(ws, source=str(lxc_mini), name="b")
+    assert git.Repo(first.tree).head.commit.committed_date == 1234567890
+    assert first.pristine == second.pristine  # same bytes, same date, same identity

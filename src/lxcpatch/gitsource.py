@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-import git
-
 from lxcpatch.errors import LxcpatchError
+from lxcpatch.run import which
 from lxcpatch.sources import NO_NETWORK_HINT, is_commit
+
+# GitPython refuses to import without the git program: say which package provides it instead.
+which("git")
+import git  # noqa: E402
 
 log = logging.getLogger(__name__)
 
