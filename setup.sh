@@ -13,7 +13,7 @@ SUDO=""
 # list lxcpatch keeps (src/lxcpatch/recipes/builddeps.py).
 BASE="ca-certificates git python3 python3-venv python3-pip dpkg-dev"
 TEST="gcc make autoconf automake libtool pkg-config libcap-dev libcap2-bin fakeroot debhelper
-      lintian debootstrap iproute2 util-linux ccache"
+      lintian debootstrap iproute2 util-linux ccache shellcheck"
 
 packages=$BASE
 [ "${1:-}" = "--test" ] && packages="$BASE $TEST"

@@ -171,4 +171,30 @@ def doctor(
     return doctoring.doctor(request)
 
 
-ns = Collection(fetch, patch, verify, doctor)
+@task(
+    auto_shortflags=False,
+    help={
+        **COMMON_HELP,
+        "file": "the matrix file (default: patches/matrix.toml)",
+        "run": "build every entry here, one after another, each in WORKDIR/matrix/ENTRY/, and "
+        "print a table of outcomes (exit 1 if any failed; the others still run)",
+    },
+)
+@edge
+def matrix(
+    c: Context,
+    file: str | None = None,
+    run: bool = False,
+    workdir: str | None = None,
+    json: bool = False,
+) -> Report:
+    """Print the build matrix (releases x images); --json gives CI its include: list."""
+    from pathlib import Path
+
+    from lxcpatch import matrix as building
+
+    chosen = Path(file) if file else None
+    return building.matrix_report(Workspace.resolve(workdir), chosen, build=run)
+
+
+ns = Collection(fetch, patch, verify, doctor, matrix)

@@ -69,6 +69,10 @@ class Workspace:
     def log(self, name: str, step: str) -> Path:
         return self.logs / f"{check_name(name)}-{step}.log"
 
+    def matrix(self, entry: str) -> Path:
+        """The workspace of one `matrix --run` entry (a workspace of its own)."""
+        return self.root / "matrix" / check_name(entry)
+
     @property
     def current_record(self) -> Path:
         return self.root / "current.json"
