@@ -221,3 +221,18 @@ def test_invoke_matrix_with_a_bad_file_exits_2(cli: CliRunner, tmp_path: Path) -
     assert "at least one" in json.loads(proc.stdout)["error"]
     proc = cli("matrix", "--file", tmp_path / "absent.toml")
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_the_readme_shows_the_matrix() -> None:
+    section = (REPO / "README.md").read_text().split("\n### matrix\n", 1)[1]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section.split("\n## ", 1)[0].splitlines()
+        if line.startswith("| ") and not line.startswith("| ---")
+    ]
+    loaded = matrix.load(MATRIX)
+    assert rows[0] == ["release", *(i.name for i in loaded.images)]
+    assert rows[1:] == [
+        [r.name, *("✓" if loaded.excluded(r, i) is None else "excluded" for i in loaded.images)]
+        for r in loaded.releases
+    ]
