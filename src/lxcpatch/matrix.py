@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from lxcpatch.errors import PrerequisiteError, UsageError
 from lxcpatch.run import run
+from lxcpatch.sources import name_for_ref, upstream_tag
 from lxcpatch.workspace import Workspace, atomic_write_bytes, check_name
 
 if TYPE_CHECKING:
@@ -174,11 +175,13 @@ def _release(path: Path, index: int, table: Mapping[str, Any], base: Path) -> Re
         raise _fail(path, where, "give either version (upstream) or source, not both or neither")
     if ref is not None and source is None:
         raise _fail(path, where, "ref goes with source; with version the tag follows from it")
-    if version is not None:
-        _check_version(path, where, version)
     if source is not None and source.startswith(("./", "../")):
         source = str((base / source).resolve())
-    name = _text(path, where, table, "name") or (f"lxc-{version}" if version else None)
+    name = _text(path, where, table, "name")
+    if version is not None:
+        # Checked even with a name given: every upstream release must be one fetch can fetch.
+        default = _upstream_name(path, where, version)
+        name = name or default
     if name is None:
         raise _fail(path, where, "a release with a source needs a name (the tree name)")
     try:
@@ -195,12 +198,10 @@ def _release(path: Path, index: int, table: Mapping[str, Any], base: Path) -> Re
     )
 
 
-def _check_version(path: Path, where: str, version: str) -> None:
-    """Every upstream release must be one `fetch --version` understands."""
-    from lxcpatch import fetch
-
+def _upstream_name(path: Path, where: str, version: str) -> str:
+    """The tree name of an upstream release, refused unless `fetch --version` understands it."""
     try:
-        fetch.tag_for_version(version)
+        return name_for_ref(upstream_tag(version)) or f"lxc-{version}"
     except UsageError as exc:
         raise _fail(path, where, exc.message, exc.hint) from None
 
