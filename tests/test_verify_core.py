@@ -14,6 +14,7 @@ from lxcpatch.verify import (
     Status,
     classify,
     container_config,
+    decide,
     expand_origin,
     installed_package,
     judge_live,
@@ -260,3 +261,23 @@ def test_resolve_in_root_counts_symlinks(tmp_path: Path) -> None:
         os.symlink(f"l{i - 1}", chain / f"l{i}")
     assert resolve_in_root(chain, "/l40") == PurePosixPath("/l0")
     assert resolve_in_root(chain, "/l44") is None
+
+
+def test_decide_which_copies_run() -> None:
+    patched, unpatched, neither = scan(rodata(TOKEN)), scan(rodata(OLD)), scan(rodata(b"lxc"))
+    # Upstream: lxc-start without the code, liblxc with it.
+    assert decide(neither, patched, needs_liblxc=True) == (Status.PATCHED, None)
+    assert decide(neither, unpatched, needs_liblxc=True) == (Status.UNPATCHED, None)
+    # Debian-like: both carry the code; one unpatched copy is enough to fail.
+    assert decide(unpatched, patched, needs_liblxc=True)[0] is Status.UNPATCHED
+    # The library is missing: unknown, unless lxc-start's own copy already fails.
+    assert decide(patched, None, needs_liblxc=True)[0] is Status.UNKNOWN
+    assert decide(unpatched, None, needs_liblxc=True)[0] is Status.UNPATCHED
+    # A statically linked lxc-start is judged alone; a program with no code is no lxc-start.
+    assert decide(patched, None, needs_liblxc=False) == (Status.PATCHED, None)
+    assert decide(neither, None, needs_liblxc=False)[0] is Status.UNKNOWN
+    # --lib: a library that is not liblxc and has no code says nothing.
+    assert decide(None, neither, needs_liblxc=False, is_liblxc=True)[0] is Status.NOT_NEEDED
+    status, why = decide(None, neither, needs_liblxc=False, is_liblxc=False)
+    assert status is Status.UNKNOWN and why is not None and "not liblxc" in why
+    assert decide(None, None, needs_liblxc=False)[0] is Status.UNKNOWN

@@ -119,6 +119,15 @@ class Findings:
     def has_start_code(self) -> bool:
         return bool(self.tokens or self.originals)
 
+    @property
+    def label(self) -> str:
+        """What a person reads for this copy."""
+        if self.status is Status.PATCHED:
+            return "patched (carries the token)"
+        if self.status is Status.UNPATCHED:
+            return "unpatched (the original message, no token)"
+        return "no CAP_SYS_BOOT drop and no token"
+
 
 def _c_string_at(data: bytes, at: int, limit: int = 160) -> str:
     start = data.rfind(b"\0", max(0, at - limit), at) + 1 or max(0, at - limit)
@@ -154,6 +163,34 @@ def classify(copies: Sequence[Findings]) -> Status:
     if Status.PATCHED in statuses:
         return Status.PATCHED
     return Status.NOT_NEEDED
+
+
+def decide(
+    start: Findings | None,
+    library: Findings | None,
+    *,
+    needs_liblxc: bool,
+    is_liblxc: bool = True,
+) -> tuple[Status, str | None]:
+    """The verdict over the copies found, and why when it is unknown.
+
+    `needs_liblxc`: lxc-start has liblxc in DT_NEEDED; `is_liblxc`: the library is liblxc.
+    """
+    if start is None and library is None:
+        return Status.UNKNOWN, "neither lxc-start nor liblxc was found"
+    if library is not None and not is_liblxc and not library.has_start_code:
+        return Status.UNKNOWN, "the library is not liblxc and carries no LXC start code"
+    if start is None:
+        return classify([library] if library else []), None
+    if library is None:
+        if start.status is Status.UNPATCHED:
+            return Status.UNPATCHED, None  # that copy fails whatever the library does
+        if needs_liblxc:
+            return Status.UNKNOWN, "the liblxc it needs was not found"
+        if not start.has_start_code:
+            return Status.UNKNOWN, "lxc-start neither links liblxc nor carries LXC's start code"
+        return classify([start]), None
+    return classify([start, library]), None
 
 
 def uses_new_config_keys(sections: Iterable[tuple[str, bytes]]) -> bool:
@@ -275,10 +312,16 @@ class ElfFile:
     runpath: tuple[str, ...]
     rpath: tuple[str, ...]
     sections: tuple[tuple[str, bytes], ...] = field(repr=False)
+    soname: str | None = None
 
     @property
     def liblxc_needed(self) -> str | None:
         return next((n for n in self.needed if LIBLXC.match(n)), None)
+
+    @property
+    def is_liblxc(self) -> bool:
+        """By its DT_SONAME, or by its file name when it has none."""
+        return bool(LIBLXC.match(self.soname or self.path.name.split(".so")[0] + ".so"))
 
     @property
     def triplet(self) -> str | None:
@@ -307,6 +350,7 @@ def read_elf(path: Path) -> ElfFile:
         try:
             elf = ELFFile(fh)
             needed: list[str] = []
+            soname: str | None = None
             runpath: list[str] = []
             rpath: list[str] = []
             for segment in elf.iter_segments():
@@ -315,6 +359,8 @@ def read_elf(path: Path) -> ElfFile:
                         kind = tag.entry.d_tag
                         if kind == "DT_NEEDED":
                             needed.append(_tag_text(tag, "needed"))
+                        elif kind == "DT_SONAME":
+                            soname = _tag_text(tag, "soname")
                         elif kind == "DT_RUNPATH":
                             runpath.extend(_tag_text(tag, "runpath").split(":"))
                         elif kind == "DT_RPATH":
@@ -339,6 +385,7 @@ def read_elf(path: Path) -> ElfFile:
                 runpath=tuple(p for p in runpath if p),
                 rpath=tuple(p for p in rpath if p),
                 sections=tuple(sections),
+                soname=soname,
             )
         except (ELFError, ValueError, OSError) as exc:
             raise VerifyError(
@@ -773,9 +820,7 @@ class VerifyReport:
     def human(self) -> str:
         lines = [f"verify {self.target}: {self.status.value}"]
         for scanned in self.files:
-            lines.append(
-                f"  {scanned.role.value:<9} {scanned.path}: {scanned.findings.status.value}"
-            )
+            lines.append(f"  {scanned.role.value:<9} {scanned.path}: {scanned.findings.label}")
             if scanned.package:
                 lines.append(f"            {scanned.package.describe()}")
         recipes = ", ".join(f"{r} {'yes' if v else 'no'}" for r, v in self.tokens().items())
@@ -854,6 +899,7 @@ def inspect(
     view = RootView(root)
     evidence: list[str] = []
     start_elf: ElfFile | None = None
+    library_elf: ElfFile | None = None
     start: ScannedFile | None = None
     library: ScannedFile | None = None
 
@@ -881,9 +927,8 @@ def inspect(
         resolved_lib = view.resolve(lib)
         if resolved_lib is None or not view.host(resolved_lib).is_file():
             raise VerifyError(f"{view.host(lib)} does not exist", hint="check --lib")
-        library = _scan_file(
-            view, packages, Role.LIBLXC, resolved_lib, read_elf(view.host(resolved_lib)), "--lib"
-        )
+        library_elf = read_elf(view.host(resolved_lib))
+        library = _scan_file(view, packages, Role.LIBLXC, resolved_lib, library_elf, "--lib")
     elif start_elf is not None and binary is not None:
         needed = start_elf.liblxc_needed
         if needed is None:
@@ -895,49 +940,30 @@ def inspect(
                 evidence.append(f"{binary} needs {needed}, not found in the root ({searched})")
             else:
                 where, resolved_lib, why = hit
+                library_elf = read_elf(view.host(resolved_lib))
                 library = _scan_file(
                     view,
                     packages,
                     Role.LIBLXC,
                     resolved_lib,
-                    read_elf(view.host(resolved_lib)),
+                    library_elf,
                     f"{needed} via {why} at {where}",
                 )
 
     for scanned in (start, library):
         if scanned is not None:
             evidence.extend(_evidence_of(scanned))
-    status = _decide(start, library, start_elf, evidence)
+    status, reason = decide(
+        start.findings if start else None,
+        library.findings if library else None,
+        needs_liblxc=bool(start_elf and start_elf.liblxc_needed),
+        is_liblxc=library_elf.is_liblxc if library_elf else True,
+    )
+    if reason:
+        evidence.append(f"unknown: {reason}")
     return VerifyReport(
         target=target, status=status, lxc_start=start, liblxc=library, evidence=tuple(evidence)
     )
-
-
-def _decide(
-    start: ScannedFile | None,
-    library: ScannedFile | None,
-    start_elf: ElfFile | None,
-    evidence: list[str],
-) -> Status:
-    copies = [f.findings for f in (start, library) if f is not None]
-    if start is None and library is None:
-        return Status.UNKNOWN
-    if start is None:
-        # --lib alone: the verdict is the library's.
-        return classify(copies)
-    if library is None:
-        assert start_elf is not None
-        if start.findings.status is Status.UNPATCHED:
-            return Status.UNPATCHED  # that copy fails whatever the library does
-        if start_elf.liblxc_needed is not None:
-            return Status.UNKNOWN
-        if not start.findings.has_start_code:
-            evidence.append(
-                f"{start.path} neither links liblxc nor carries LXC's start code: "
-                "is it an lxc-start?"
-            )
-            return Status.UNKNOWN
-    return classify(copies)
 
 
 def verify(request: VerifyRequest) -> VerifyReport:
