@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,28 +30,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def patch_by_hand(start_c: Path) -> None:
-    """The @cap-sys-boot change, made here until `lxcpatch patch` is on main: on a failed drop,
-    carry on when CAP_SYS_BOOT is already gone from the bounding set, and log the token."""
-    text = start_c.read_text()
-    old = (
-        "\t\tif (prctl(PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0)) {\n"
-        '\t\t\tSYSERROR("Failed to remove the CAP_SYS_BOOT capability.");\n'
-        "\t\t\tgoto out_warn_father;\n"
-        "\t\t}\n"
+def lxcpatch_patch(tree: Path, workdir: Path) -> None:
+    """The real `lxcpatch patch` (the built-in series, @cap-sys-boot) on a copy of lxc-mini."""
+    subprocess.run(
+        [sys.executable, "-m", "lxcpatch", "patch", "--tree", str(tree)],
+        env={**os.environ, "LXCPATCH_WORKDIR": str(workdir)},
+        check=True,
+        capture_output=True,
     )
-    new = (
-        "\t\tif (prctl(PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0)) {\n"
-        "\t\t\tif (prctl(PR_CAPBSET_READ, CAP_SYS_BOOT, 0, 0, 0) == 0) {\n"
-        f'\t\t\t\tINFO("CAP_SYS_BOOT is already absent ({TOKEN})");\n'
-        "\t\t\t} else {\n"
-        '\t\t\t\tSYSERROR("Failed to remove the CAP_SYS_BOOT capability.");\n'
-        "\t\t\t\tgoto out_warn_father;\n"
-        "\t\t\t}\n"
-        "\t\t}\n"
-    )
-    assert old in text, "the lxc-mini fixture changed shape"
-    start_c.write_text(text.replace(old, new))
+    assert TOKEN.encode() in (tree / "src/lxc/start.c").read_bytes()
 
 
 @dataclass(frozen=True)
@@ -98,7 +86,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Build]:
         tree = base / f"tree-{kind}"
         shutil.copytree(FIXTURES / "lxc-mini", tree)
         if kind == "patched":
-            patch_by_hand(tree / "src/lxc/start.c")
+            lxcpatch_patch(tree, base / "build")
         made[kind] = build(tree, base / kind)
     return made
 
