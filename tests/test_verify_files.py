@@ -310,6 +310,28 @@ def test_root_symlinks_do_not_escape_to_the_host(
     assert (rc, doc["status"]) == (2, "unknown")
 
 
+def test_root_lxc_start_first_on_path_wins(
+    cli: CliRunner, builds: dict[str, Build], tmp_path: Path
+) -> None:
+    """An upstream `make install` in /usr/local shadows the packaged lxc-start, as PATH does."""
+    root = tmp_path / "root"
+    for kind, prefix in (("unpatched", "usr"), ("patched", "usr/local")):
+        (root / prefix / "bin").mkdir(parents=True)
+        (root / prefix / "lib").mkdir(parents=True)
+        shutil.copy2(builds[kind].binary, root / prefix / "bin/lxc-start")
+        shutil.copy2(builds[kind].lib, root / prefix / "lib/liblxc.so.1")
+    (root / "bin").symlink_to("usr/bin")  # merged /usr: the same file twice on PATH
+    rc, doc, _ = verify_json(cli, "--root", root)
+    assert (rc, doc["status"]) == (0, "patched")
+    assert doc["lxc_start"] == "/usr/local/bin/lxc-start"
+    assert doc["liblxc"] == "/usr/local/lib/liblxc.so.1"
+    shadowed = [e for e in doc["evidence"] if "shadowed" in e]
+    assert shadowed == [
+        "/usr/bin/lxc-start (/usr/bin/lxc-start) is another lxc-start, shadowed by "
+        "/usr/local/bin/lxc-start on PATH; verify it alone with --binary"
+    ]
+
+
 def test_root_without_lxc_is_unknown(cli: CliRunner, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "usr/bin").mkdir(parents=True)

@@ -42,7 +42,8 @@ ORIGINAL_MESSAGE = re.compile(rb"failed to remove (?:the )?cap_sys_boot capabili
 DROPPED_MESSAGE = re.compile(r"dropped (?:the )?cap_sys_boot", re.IGNORECASE)
 NOT_DROPPING_MESSAGE = re.compile(r"not dropping cap_sys_boot", re.IGNORECASE)
 
-BINARY_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin")
+# Debian's default PATH order: a `make install` into /usr/local shadows the packaged lxc-start.
+BINARY_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 DEFAULT_LIB_DIRS = ("/lib", "/usr/lib", "/usr/local/lib")
 LIBLXC = re.compile(r"^liblxc\.so(?:\.\d+)*$")
 MAX_SYMLINKS = 40
@@ -421,14 +422,19 @@ class RootView:
     def host(self, inside: PurePosixPath) -> Path:
         return host_path(self.root, inside)
 
-    def find_lxc_start(self) -> tuple[PurePosixPath, PurePosixPath] | None:
-        """(path where found, resolved path) of the first lxc-start on the usual binary paths."""
+    def find_lxc_start(self) -> list[tuple[PurePosixPath, PurePosixPath]]:
+        """(path where found, resolved path) of each lxc-start on PATH, the one that runs first."""
+        found: list[tuple[PurePosixPath, PurePosixPath]] = []
         for folder in BINARY_DIRS:
             where = PurePosixPath(folder, "lxc-start")
             resolved = self.resolve(where)
-            if resolved is not None and self.host(resolved).is_file():
-                return where, resolved
-        return None
+            if (
+                resolved is not None
+                and self.host(resolved).is_file()
+                and resolved not in (r for _, r in found)
+            ):
+                found.append((where, resolved))
+        return found
 
     def ld_so_conf_dirs(self) -> list[str]:
         dirs: list[str] = []
@@ -906,14 +912,19 @@ def inspect(
     found_via = None
     if binary is None and search_binary:
         found = view.find_lxc_start()
-        if found is None:
+        if not found:
             evidence.append(
                 f"no lxc-start in {', '.join(BINARY_DIRS)} of {root} "
                 "(install the package that ships it, or point at the files with --binary/--lib)"
             )
         else:
-            where, binary = found
-            found_via = f"found at {where}"
+            (where, binary), *shadowed = found
+            found_via = f"found at {where}, first on PATH"
+            evidence.extend(
+                f"{other} ({resolved}) is another lxc-start, shadowed by {where} on PATH; "
+                "verify it alone with --binary"
+                for other, resolved in shadowed
+            )
     elif binary is not None:
         resolved = view.resolve(binary)
         if resolved is None or not view.host(resolved).is_file():
