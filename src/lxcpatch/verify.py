@@ -9,6 +9,7 @@ the dpkg database and the `--live` run sit at the edge.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import glob
 import hashlib
@@ -991,14 +992,9 @@ def verify(request: VerifyRequest) -> VerifyReport:
         raise VerifyError(f"the root {root} is not a folder", hint="give --root an existing folder")
     binary = _inside(root, request.binary, "--binary") if request.binary else None
     lib = _inside(root, request.lib, "--lib") if request.lib else None
-    target = " ".join(
-        str(p)
-        for p in (
-            f"--binary {request.binary}" if request.binary else None,
-            f"--lib {request.lib}" if request.lib else None,
-        )
-        if p
-    ) or str(root)
+    named = [f"--binary {request.binary}"] if request.binary else []
+    named += [f"--lib {request.lib}"] if request.lib else []
+    target = " ".join(named) or str(root)
     report = inspect(
         root,
         packages_of(root),
@@ -1025,23 +1021,14 @@ def _verify_debs(request: VerifyRequest) -> VerifyReport:
             run(["dpkg-deb", "-x", deb, root])
         report = inspect(root, packages, target)
         if report.lxc_start is None and report.liblxc is None:
-            report = _replace_evidence(
-                report,
-                [
-                    *report.evidence,
-                    "the packages given ship no lxc-start: add the package that does "
-                    "(e.g. --deb lxc_….deb), or check a library alone with --lib",
-                ],
+            hint = (
+                "the packages given ship no lxc-start: add the package that does "
+                "(e.g. --deb lxc_….deb), or check a library alone with --lib"
             )
+            report = dataclasses.replace(report, evidence=(*report.evidence, hint))
         if request.live:
             return _with_live(report, root, request.timeout)
         return report
-
-
-def _replace_evidence(report: VerifyReport, evidence: Sequence[str]) -> VerifyReport:
-    return VerifyReport(
-        report.target, report.status, report.lxc_start, report.liblxc, tuple(evidence), report.live
-    )
 
 
 def _with_live(report: VerifyReport, root: Path, timeout: float) -> VerifyReport:
@@ -1062,9 +1049,7 @@ def _with_live(report: VerifyReport, root: Path, timeout: float) -> VerifyReport
         private_unified=report.status in (Status.PATCHED, Status.UNPATCHED),
         timeout=timeout,
     )
-    return VerifyReport(
-        report.target, report.status, report.lxc_start, report.liblxc, report.evidence, live
-    )
+    return dataclasses.replace(report, live=live)
 
 
 # --- --live: run lxc-start for real
