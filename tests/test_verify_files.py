@@ -339,7 +339,7 @@ def test_root_without_lxc_is_unknown(cli: CliRunner, tmp_path: Path) -> None:
     rc, doc, err = verify_json(cli, "--root", root)
     assert (rc, doc["status"]) == (2, "unknown")
     assert doc["lxc_start"] is None and doc["liblxc"] is None
-    assert "no lxc-start in /usr/bin" in err
+    assert "no lxc-start in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin" in err
 
 
 def test_bad_targets(cli: CliRunner, tmp_path: Path, debs: dict[str, list[Path]]) -> None:
