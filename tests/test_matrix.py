@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lxcpatch import matrix
-from lxcpatch.errors import PrerequisiteError, UsageError
+from lxcpatch.errors import UsageError
 from tests.conftest import REPO, CliRunner
 
 MATRIX = REPO / "patches" / "matrix.toml"
@@ -190,9 +190,17 @@ def test_entries_are_every_pair_but_the_exclusions(
 
 
 def test_a_missing_matrix_file_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(PrerequisiteError) as raised:
+    with pytest.raises(UsageError) as raised:
         matrix.load(tmp_path / "nope.toml")
     assert "--file" in (raised.value.hint or "")
+
+
+def test_the_default_matrix_is_the_repositorys_from_any_folder(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    assert matrix.DEFAULT_FILE == MATRIX
+    proc = cli("matrix", "--json", cwd=tmp_path, check=True)
+    assert json.loads(proc.stdout) == matrix.load(MATRIX).include()
 
 
 def test_invoke_matrix_json_lists_every_pair(cli: CliRunner) -> None:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = Path("patches") / "matrix.toml"
+# Like patches/series: the repository's own file, whatever the current folder.
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "patches" / "matrix.toml"
 
 _RELEASE_KEYS = {"name", "version", "source", "ref", "patch", "build"}
 _IMAGE_KEYS = {"name", "container"}
@@ -257,14 +258,15 @@ def parse(text: str, *, path: Path) -> Matrix:
 
 
 def load(path: Path | None = None) -> Matrix:
-    """Parse the matrix file (default: patches/matrix.toml in the current folder)."""
+    """Parse the matrix file (default: lxcpatch's own patches/matrix.toml)."""
     chosen = path or DEFAULT_FILE
     try:
         text = chosen.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PrerequisiteError(
+        error = UsageError if path is not None else PrerequisiteError
+        raise error(
             f"matrix file {chosen} not found",
-            hint="run from the lxcpatch repository folder, or name one with --file",
+            hint="name one with --file (the default comes with a checkout of lxcpatch)",
         ) from None
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read matrix file {chosen}: {exc}") from None

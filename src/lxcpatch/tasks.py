@@ -175,7 +175,7 @@ def doctor(
     auto_shortflags=False,
     help={
         **COMMON_HELP,
-        "file": "the matrix file (default: patches/matrix.toml)",
+        "file": "the matrix file (default: patches/matrix.toml of this lxcpatch checkout)",
         "run": "build every entry here, one after another, each in WORKDIR/matrix/ENTRY/, and "
         "print a table of outcomes (exit 1 if any failed; the others still run)",
     },
