@@ -385,7 +385,9 @@ class RunReport:
     def human(self) -> RenderableType:
         from rich.table import Table
 
-        table = Table(title=f"{self.matrix.path}: {len(self.results)} entries built here")
+        failed = sum(r.outcome is Outcome.FAILED for r in self.results)
+        title = f"{self.matrix.path}: {len(self.results) - failed} built, {failed} failed"
+        table = Table(title=title)
         for column in ("entry", "outcome", "packages", "verify", "time", "details"):
             table.add_column(column)
         for r in self.results:
