@@ -385,8 +385,8 @@ class RunReport:
     def human(self) -> RenderableType:
         from rich.table import Table
 
-        failed = sum(r.outcome is Outcome.FAILED for r in self.results)
-        title = f"{self.matrix.path}: {len(self.results) - failed} built, {failed} failed"
+        n_failed = sum(r.outcome is Outcome.FAILED for r in self.results)
+        title = f"{self.matrix.path}: {len(self.results) - n_failed} built, {n_failed} failed"
         table = Table(title=title)
         for column in ("entry", "outcome", "packages", "verify", "time", "details"):
             table.add_column(column)
