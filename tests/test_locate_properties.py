@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lxcpatch.locate import Outcome
+from lxcpatch.locate import Outcome, scan
 from lxcpatch.recipes import get
 from tests.test_patch_support import EXPECTED, fixtures, source
 
@@ -51,6 +51,8 @@ def test_layout_never_changes_the_outcome(name: str, layout: dict[str, object]) 
     text = reformat(source(name), **layout)  # type: ignore[arg-type]
     found = recipe.locate(text, "src/lxc/start.c")
     assert found.outcome == EXPECTED[name]["outcome"], found.reason
+    # Parsing only the items that mention the drop sees what parsing the whole file sees.
+    assert scan(text) == scan(text, whole=True)
     assert found.line == EXPECTED[name].get("line")
     if found.outcome is Outcome.FOUND:
         patched = recipe.render(found, text)

@@ -43,10 +43,15 @@ def copy_tree(name: str, dest: Path, *, as_git: bool = True) -> Path:
     tree = dest / name
     shutil.copytree(origin, tree)
     if as_git:
-        git(tree, "init", "-q")
-        git(tree, "add", "-A")
-        git(tree, "commit", "-q", "-m", "pristine")
+        init_git(tree)
     return tree
+
+
+def init_git(tree: Path) -> None:
+    """Make `tree` a repository whose first commit holds it as it is."""
+    git(tree, "init", "-q")
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "-m", "pristine")
 
 
 def snapshot(tree: Path) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ drop and classifies it; recipes choose which drops they rewrite (`find_sites(sel
 
 from __future__ import annotations
 
+import bisect
 import enum
 import functools
 import re
@@ -144,16 +145,25 @@ def _parser() -> tuple[Parser, Query]:
     from tree_sitter import Language, Parser, Query
 
     language = Language(tree_sitter_c.language())
-    query = Query(language, f'((identifier) @drop (#eq? @drop "{DROP}"))')
+    # One pass in C over the whole tree: the identifier wherever it is code, the fallback
+    # #defines, and macro bodies that mention it.
+    query = Query(
+        language,
+        f"""
+        ((identifier) @drop (#eq? @drop "{DROP}"))
+        (preproc_def name: (identifier) @define (#any-of? @define "{DROP}" "{READ}"))
+        ((preproc_arg) @macro (#match? @macro "{DROP}"))
+        """,
+    )
     return Parser(language), query
 
 
-def _drop_identifiers(root: Node) -> list[Node]:
+def _captures(root: Node) -> dict[str, list[Node]]:
     from tree_sitter import QueryCursor
 
     _, query = _parser()
-    found = QueryCursor(query).captures(root).get("drop", [])
-    return sorted(found, key=lambda n: n.start_byte)
+    found = QueryCursor(query).captures(root)
+    return {name: sorted(nodes, key=lambda n: n.start_byte) for name, nodes in found.items()}
 
 
 def _text(node: Node) -> str:
@@ -523,14 +533,16 @@ def _read_call(call: Node) -> str:
 # --- the file -----------------------------------------------------------------------------
 
 
-def _read_fallback(source: bytes, root: Node) -> tuple[int | None, Fallback | None]:
+def _read_fallback(source: bytes, names: list[Node]) -> tuple[int | None, Fallback | None]:
     drop_define: Node | None = None
     has_read = False
-    for define in _descendants(root, "preproc_def"):
-        name = define.child_by_field_name("name")
-        if name is not None and _text(name) == READ:
+    for name in names:
+        define = name.parent
+        if define is None:
+            continue
+        if _text(name) == READ:
             has_read = True
-        if name is not None and _text(name) == DROP and drop_define is None:
+        if _text(name) == DROP and drop_define is None:
             drop_define = define
     if drop_define is None:
         return None, None
@@ -550,29 +562,116 @@ def _read_fallback(source: bytes, root: Node) -> tuple[int | None, Fallback | No
     return drop_define.start_point[0] + 1, fallback
 
 
-def scan(source: bytes) -> Scan:
-    """Every `PR_CAPBSET_DROP` used in code (not in comments, strings or #define/#if lines)."""
+# What can end a top-level item (a `}` outside braces, an #endif closing the outermost #if),
+# and what must not count as one: comments, string and character literals, other preprocessor
+# lines (with their continuations). The leading run lets the regex engine skip plain code
+# quickly; a lone `/` is division.
+_TOKENS = re.compile(
+    rb"[^/\"'#{}]*"
+    rb"(/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'"
+    rb"|#[ \t]*(\w*)(?:[^\n]*\\\r?\n)*[^\n]*|[{}]|/)",
+    re.S,
+)
+_MENTION = re.compile(rb"PR_CAPBSET_(?:DROP|READ)")
+
+
+def windows(source: bytes) -> list[tuple[int, int]] | None:
+    """The top-level items (functions with the declarations before them, #if blocks) that
+    mention PR_CAPBSET_DROP or PR_CAPBSET_READ, as byte ranges; None when braces or #if lines
+    do not balance."""
+    hits = [m.start() for m in _MENTION.finditer(source)]
+    if not hits:
+        return []
+    ends, depth, nesting = [0], 0, 0
+    for token in _TOKENS.finditer(source):
+        text = token.group(1)
+        if text == b"{":
+            depth += 1
+        elif text == b"}":
+            depth -= 1
+            if depth < 0:
+                return None
+            if depth == 0 and nesting == 0:
+                ends.append(token.end())
+        elif token.group(2) is not None:
+            directive = token.group(2)
+            if directive in {b"if", b"ifdef", b"ifndef"}:
+                nesting += 1
+            elif directive == b"endif":
+                nesting -= 1
+                if nesting < 0:
+                    return None
+                if nesting == 0 and depth == 0:
+                    ends.append(token.end())
+        if ends[-1] > hits[-1]:
+            break  # the rest of the file mentions nothing
+    else:
+        if depth or nesting:
+            return None
+        ends.append(len(source))
+    found: list[tuple[int, int]] = []
+    for hit in hits:
+        index = bisect.bisect_right(ends, hit)
+        start, end = ends[index - 1], ends[index]
+        if found and start <= found[-1][1]:
+            found[-1] = (found[-1][0], max(end, found[-1][1]))
+        else:
+            found.append((start, end))
+    return found
+
+
+def _parse(source: bytes, whole: bool) -> Node | None:
+    """Parse the top-level items that mention the drop (fast), or the whole file."""
+    from tree_sitter import Range
+
     parser, _ = _parser()
-    root = parser.parse(source).root_node
+    spans = None if whole else windows(source)
+    if spans == []:
+        return None
+    if spans is None:
+        parser.included_ranges = []
+        del parser.included_ranges
+        return parser.parse(source).root_node
+
+    def point(offset: int) -> tuple[int, int]:
+        return source.count(b"\n", 0, offset), offset - (source.rfind(b"\n", 0, offset) + 1)
+
+    parser.included_ranges = [Range(point(a), point(b), a, b) for a, b in spans]
+    try:
+        return parser.parse(source).root_node
+    finally:
+        del parser.included_ranges
+
+
+def scan(source: bytes, *, whole: bool = False) -> Scan:
+    """Every `PR_CAPBSET_DROP` used in code (not in comments, strings or #define/#if lines).
+
+    Only the top-level items that mention it are parsed, unless `whole` (the result is the same:
+    tests compare both on every fixture and upstream tag).
+    """
+    root = _parse(source, whole)
+    if root is None:
+        return Scan((), None, None)
+    captures = _captures(root)
     sites: tuple[Site, ...] = tuple(
         _classify(identifier)
-        for identifier in _drop_identifiers(root)
+        for identifier in captures.get("drop", [])
         if not _in_preprocessor_condition(identifier)
     )
-    macros = tuple(_macro_drops(root))
-    drop_line, fallback = _read_fallback(source, root)
+    macros = tuple(_macro_drops(captures.get("macro", [])))
+    drop_line, fallback = _read_fallback(source, captures.get("define", []))
     return Scan(tuple(sorted(sites + macros, key=lambda s: s.line)), drop_line, fallback)
 
 
 _MACRO_DROP = re.compile(rf"\bprctl\s*\(\s*{DROP}\s*,\s*([^,()]*(?:\([^()]*\))?[^,()]*)")
 
 
-def _macro_drops(root: Node) -> Iterator[Site]:
+def _macro_drops(values: list[Node]) -> Iterator[Site]:
     """Drops inside #define bodies: tree-sitter leaves those unparsed, and lxcpatch does not
     rewrite macros, but a drop hidden there must not pass for `not-needed`."""
-    for define in _descendants(root, "preproc_def", "preproc_function_def"):
-        value = define.child_by_field_name("value")
-        if value is None:
+    for value in values:
+        define = value.parent
+        if define is None or define.type not in {"preproc_def", "preproc_function_def"}:
             continue
         text = re.sub(r"/\*.*?\*/|//.*", " ", _text(value), flags=re.S)
         if not re.search(rf"\b{DROP}\b", text):

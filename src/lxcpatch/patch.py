@@ -7,11 +7,12 @@ that `applied()` and `revert()` read: commit trailers in a git tree, a folder be
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
-import difflib
 import enum
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -28,10 +29,11 @@ from lxcpatch.run import run
 from lxcpatch.workspace import Workspace, atomic_write_bytes, atomic_write_json, check_name
 
 if TYPE_CHECKING:
-    from unidiff.patch import PatchSet
+    from unidiff.patch import PatchedFile, PatchSet
 
     from lxcpatch.locate import LocateResult
     from lxcpatch.recipes import Recipe
+    from lxcpatch.recipes.tolerate import Edit
     from lxcpatch.series import Entry, Series
 
 log = logging.getLogger(__name__)
@@ -222,19 +224,125 @@ def dep3_header(summary: str, explanation: str, date: dt.date) -> bytes:
     ).encode()
 
 
-def unified_diff(file: str, old: bytes, new: bytes) -> bytes:
-    """A unified diff of one file with a/ b/ prefixes, byte for byte (CRLF and all)."""
-    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
-    out = []
-    for line in difflib.diff_bytes(
-        difflib.unified_diff, a, b, f"a/{file}".encode(), f"b/{file}".encode(), lineterm=b"\n"
-    ):
-        out.append(line if line.endswith(b"\n") else line + b"\n\\ No newline at end of file\n")
+CONTEXT = 3
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """Lines as git and diff see them: ended by LF only (a CR stays part of its line)."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    return [*lines, parts[-1]] if parts[-1] else lines
+
+
+def _range(start: int, length: int) -> str:
+    """A hunk range as diff writes it (1-based; an empty range names the line before it)."""
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
+
+
+def unified_diff(file: str, old: bytes, changes: Sequence[Edit]) -> bytes:
+    """The unified diff (a/ b/ prefixes, 3 lines of context) of `changes` to `old`.
+
+    Built from the edits themselves rather than by comparing whole files: the rewrite knows
+    what it changed, and a 2000-line file would otherwise be compared line by line.
+    Bytes stay bytes: CRLF endings and any encoding pass through.
+    """
+    lines = split_lines(old)
+    starts = list(itertools.accumulate(map(len, lines), initial=0))
+
+    def line_of(offset: int) -> int:
+        if offset == len(old) and old and not old.endswith(b"\n"):
+            return len(lines) - 1  # the unterminated last line
+        return bisect.bisect_right(starts, offset) - 1
+
+    # Old lines [a, b) and the edits inside them; edits sharing a line form one span.
+    spans: list[tuple[int, int, list[Edit]]] = []
+    for edit in sorted(changes, key=lambda e: e.start):
+        a = line_of(edit.start)
+        if edit.start == edit.end and edit.start == starts[a]:
+            b = a  # a pure insertion before line a
+        else:
+            b = max(a + 1, bisect.bisect_left(starts, edit.end))
+        if spans and a < spans[-1][1]:
+            first, end, group = spans[-1]
+            spans[-1] = (first, max(end, b), [*group, edit])
+        else:
+            spans.append((a, b, [edit]))
+    blocks: list[tuple[int, int, list[bytes]]] = []  # old lines [a, b) become new lines
+    for a, b, group in spans:
+        pieces = [old[starts[a] : group[0].start]]
+        for edit, following in zip(group, [*group[1:], None], strict=True):
+            pieces += [edit.text, old[edit.end : following.start if following else starts[b]]]
+        removed, added = lines[a:b], split_lines(b"".join(pieces))
+        while removed and added and removed[0] == added[0]:
+            removed, added, a = removed[1:], added[1:], a + 1
+        while removed and added and removed[-1] == added[-1]:
+            removed, added = removed[:-1], added[:-1]
+        if removed or added:
+            blocks.append((a, a + len(removed), added))
+    out = [f"--- a/{file}\n+++ b/{file}\n".encode()]
+    shift, index = 0, 0
+    while index < len(blocks):
+        hunk = [blocks[index]]
+        while index + 1 < len(blocks) and blocks[index + 1][0] - hunk[-1][1] <= 2 * CONTEXT:
+            index += 1
+            hunk.append(blocks[index])
+        index += 1
+        first, last = max(hunk[0][0] - CONTEXT, 0), min(hunk[-1][1] + CONTEXT, len(lines))
+        body: list[bytes] = []
+        cursor, growth = first, 0
+        for a, b, added in hunk:
+            body += [b" " + line for line in lines[cursor:a]]
+            body += [b"-" + line for line in lines[a:b]]
+            body += [b"+" + line for line in added]
+            cursor, growth = b, growth + len(added) - (b - a)
+        body += [b" " + line for line in lines[cursor:last]]
+        old_len = last - first
+        header = f"@@ -{_range(first, old_len)} +{_range(first + shift, old_len + growth)} @@\n"
+        out.append(header.encode())
+        out += [
+            ln if ln.endswith(b"\n") else ln + b"\n\\ No newline at end of file\n" for ln in body
+        ]
+        shift += growth
     return b"".join(out)
 
 
-def make_patch(recipe: Recipe, file: str, old: bytes, new: bytes, date: dt.date) -> bytes:
-    return dep3_header(recipe.summary, recipe.explanation, date) + unified_diff(file, old, new)
+def make_patch(
+    recipe: Recipe, file: str, old: bytes, changes: Sequence[Edit], date: dt.date
+) -> bytes:
+    header = dep3_header(recipe.summary, recipe.explanation, date)
+    return header + unified_diff(file, old, changes)
+
+
+def apply_hunks(old: bytes, patched: PatchedFile) -> bytes:
+    """Apply one file's hunks exactly where they say (no offset, no fuzz), or raise."""
+    lines = split_lines(old)
+    out: list[bytes] = []
+    cursor = 0
+    for number, hunk in enumerate(patched, start=1):
+        start = hunk.source_start - 1 if hunk.source_length else hunk.source_start
+        before: list[bytes] = []
+        after: list[bytes] = []
+        previous = ""
+        for ln in hunk:
+            if ln.line_type == "\\":  # "\ No newline at end of file" after the last line
+                for side, kinds in ((before, " -"), (after, " +")):
+                    if previous in kinds and side:
+                        side[-1] = side[-1].removesuffix(b"\n")
+                continue
+            previous = ln.line_type
+            value = ln.value.encode("latin-1")  # parse_patch decoded the patch as latin-1
+            if ln.is_context or ln.is_removed:
+                before.append(value)
+            if ln.is_context or ln.is_added:
+                after.append(value)
+        if start < cursor or lines[start : start + len(before)] != before:
+            raise LxcpatchError(f"hunk {number} does not match the file at line {start + 1}")
+        out += lines[cursor:start] + after
+        cursor = start + len(before)
+    out += lines[cursor:]
+    return b"".join(out)
 
 
 def parse_patch(data: bytes, *, name: str) -> PatchSet:
@@ -304,7 +412,7 @@ def first_mismatch(patchset: PatchSet, read: Any, strip: int) -> str | None:
         data = read(path)
         if data is None:
             return f"{path}: the file does not exist"
-        lines = data.decode("latin-1").splitlines(keepends=True)
+        lines = [line.decode("latin-1") for line in split_lines(data)]
         for number, hunk in enumerate(patched, start=1):
             expected = [ln.value for ln in hunk if ln.is_context or ln.is_removed]
             start = max(hunk.source_start - 1, 0)
@@ -468,6 +576,7 @@ def _plan_recipe(
 ) -> tuple[EntryResult, _Step | None]:
     from lxcpatch import recipes
     from lxcpatch.locate import Outcome
+    from lxcpatch.recipes.tolerate import apply as tolerate_apply
 
     recipe = recipes.get(entry.spec)
     targets = recipe.targets(tree.path)
@@ -488,26 +597,20 @@ def _plan_recipe(
         return result(Status.ALREADY_PATCHED, found.reason), None
     if found.outcome is not Outcome.FOUND:
         return result(Status.REFUSED, f"{found.outcome}: {found.reason}; nothing was changed"), None
-    new = recipe.render(found, source)
+    changes = recipe.edits(found, source)
+    new = tolerate_apply(source, changes)
     name = f"{recipe.slug}.patch"
-    data = make_patch(recipe, file, source, new, date)
+    data = make_patch(recipe, file, source, changes, date)
     regions = [(s.statement.line, s.statement.end_line) for s in found.sites if s.statement]
     if found.read_fallback is not None:
         regions.append((found.read_fallback.line, found.read_fallback.end_line + 1))
     try:
-        validate_recipe_patch(data, name=name, file=file, regions=regions)
+        patchset = validate_recipe_patch(data, name=name, file=file, regions=regions)
+        if apply_hunks(source, patchset[0]) != new:
+            raise LxcpatchError(f"{name} does not turn {file} into the rewrite")
     except LxcpatchError as exc:
-        return result(Status.FAILED, exc.message), None
-    after = _scratch_apply(files, data, [file], 1)
-    if isinstance(after, str) or after[file] != new:
-        why = after if isinstance(after, str) else "git apply gave other bytes than the rewrite"
-        return result(Status.FAILED, f"the generated patch: {why}"), None
-    again = recipe.locate(new, file)
-    if again.outcome is not Outcome.ALREADY_PATCHED:
-        return result(
-            Status.FAILED,
-            f"after the rewrite the file locates as {again.outcome}, not already-patched",
-        ), None
+        return result(Status.FAILED, f"the generated patch: {exc.message}"), None
+    after: dict[str, bytes | None] = {file: new}
     step = _Step(
         entry, recipe, recipe.slug, data, recipe.summary, recipe.explanation, (file,), after,
         file, found.line, found.reason,

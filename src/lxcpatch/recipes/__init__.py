@@ -15,6 +15,7 @@ from lxcpatch.errors import UsageError
 
 if TYPE_CHECKING:
     from lxcpatch.locate import LocateResult
+    from lxcpatch.recipes.tolerate import Edit
 
 TOKENS = {
     "@cap-sys-boot": "lxcpatch:cap-sys-boot-tolerated",
@@ -37,6 +38,7 @@ class Recipe:
     explanation: str  # DEP-3 Description, the rest
     targets: Callable[[Path], list[str]]  # files (relative to the tree) it reads
     locate: Callable[[bytes, str], LocateResult]  # (source, file) -> outcome
+    edits: Callable[[LocateResult, bytes], list[Edit]]  # a FOUND result -> the changes
     render: Callable[[LocateResult, bytes], bytes]  # a FOUND result -> the new source
 
     @property

@@ -30,9 +30,13 @@ def message(site: Site) -> str:
     return f"{TOKEN}: CAP_SYS_BOOT is already absent from the bounding set; continuing"
 
 
-def render(found: LocateResult, source: bytes) -> bytes:
+def edits(found: LocateResult, source: bytes) -> list[tolerate.Edit]:
     """The tolerant rewrite of a FOUND result's one site, plus the PR_CAPBSET_READ fallback."""
-    return tolerate.render(source, [found.site], found.read_fallback, message)
+    return tolerate.edits(source, [found.site], found.read_fallback, message)
+
+
+def render(found: LocateResult, source: bytes) -> bytes:
+    return tolerate.apply(source, edits(found, source))
 
 
 RECIPE = Recipe(
@@ -49,5 +53,6 @@ RECIPE = Recipe(
     ),
     targets=targets,
     locate=locate,
+    edits=edits,
     render=render,
 )

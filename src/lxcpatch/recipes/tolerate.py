@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from lxcpatch.locate import INFO_CALL, READ, Fallback, Form, Site, SiteState
 
@@ -33,25 +34,39 @@ def c_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-def render(
+@dataclass(frozen=True)
+class Edit:
+    """Replace source bytes [start, end) with `text`."""
+
+    start: int
+    end: int
+    text: bytes
+
+
+def edits(
     source: bytes,
     sites: Sequence[Site],
     fallback: Fallback | None,
     message: Callable[[Site], str],
-) -> bytes:
+) -> list[Edit]:
     """Rewrite every site's error path, and add the PR_CAPBSET_READ fallback #define."""
-    edits: list[tuple[int, int, bytes]] = []
+    found: list[Edit] = []
     for site in sites:
         if site.state is not SiteState.REWRITABLE:
             raise ValueError(f"site at line {site.line} is {site.state}, not rewritable")
-        edits.append(_rewrite(source, site, message(site)))
+        found.append(Edit(*_rewrite(source, site, message(site))))
     if fallback is not None:
         nl = _newline(source, fallback.insert_at - 1)
         text = nl + b"".join(line + nl for line in FALLBACK_LINES)
-        edits.append((fallback.insert_at, fallback.insert_at, text))
+        found.append(Edit(fallback.insert_at, fallback.insert_at, text))
+    return sorted(found, key=lambda e: e.start)
+
+
+def apply(source: bytes, changes: Sequence[Edit]) -> bytes:
+    """The source with `changes` (disjoint) made."""
     result = source
-    for start, end, text in sorted(edits, key=lambda e: e[0], reverse=True):
-        result = result[:start] + text + result[end:]
+    for edit in sorted(changes, key=lambda e: e.start, reverse=True):
+        result = result[: edit.start] + edit.text + result[edit.end :]
     return result
 
 
