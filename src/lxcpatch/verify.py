@@ -1120,6 +1120,9 @@ def _child_prefix(private_unified: bool) -> list[str]:
     """argv that runs what follows as PID 1 of a throwaway PID and mount namespace, capless.
 
     --kill-child: when the timeout kills unshare, the kernel kills the whole PID namespace.
+    capsh drops both capabilities from the bounding set; as root, execve then gives the next
+    program the bounding set as its permitted and effective sets, so they are gone from the
+    effective set too (LXC 0.8 - 2.0 only attempt the drop then). run_live's probe checks it.
     """
     script = 'exec "$@"'
     if private_unified:
