@@ -25,6 +25,7 @@ PACKAGE_FOR: dict[str, str] = {
     "debootstrap": "debootstrap",
     "dh": "debhelper",
     "dpkg": "dpkg",
+    "dpkg-architecture": "dpkg-dev",
     "dpkg-buildpackage": "dpkg-dev",
     "dpkg-deb": "dpkg",
     "dpkg-scansources": "dpkg-dev",
@@ -42,6 +43,8 @@ PACKAGE_FOR: dict[str, str] = {
     "ninja": "ninja-build",
     "pkg-config": "pkg-config",
     "spatch": "coccinelle",
+    "strip": "binutils",
+    "sudo": "sudo",
     "unshare": "util-linux",
 }
 

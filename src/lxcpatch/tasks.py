@@ -197,4 +197,80 @@ def matrix(
     return building.matrix_report(Workspace.resolve(workdir), chosen, build=run)
 
 
-ns = Collection(fetch, patch, verify, doctor, matrix)
+@task(
+    auto_shortflags=False,
+    help={
+        **COMMON_HELP,
+        "tree": "tree under build/src/ to build (default: the current tree)",
+        "flavor": "auto (debian when the tree has debian/), upstream, or debian",
+        "jobs": "parallel compile jobs (default: the number of processors)",
+        "ccache": "compile through ccache when it is installed (--no-ccache: do not)",
+        "allow_unpatched": "build a tree that is not patched, as a control (version ~unpatchedN)",
+        "configure_args": "more configure (or meson setup) arguments, one shell-quoted string; "
+        "the default profile builds for /usr without docs, Python/Lua bindings, examples, "
+        "tests, AppArmor, SELinux, seccomp, TLS, cgmanager, PAM and io_uring",
+        "lint": "run lintian on the packages and print its findings",
+        "build_number": "the N in VERSION+lxcpatchN (default: 1, one more when the patches "
+        "changed since the last build)",
+    },
+)
+@edge
+def build(
+    c: Context,
+    tree: str | None = None,
+    flavor: str = "auto",
+    jobs: int | None = None,
+    ccache: bool = True,
+    allow_unpatched: bool = False,
+    configure_args: str | None = None,
+    lint: bool = False,
+    build_number: int | None = None,
+    workdir: str | None = None,
+    json: bool = False,
+) -> Report:
+    """Build .deb packages from the patched tree into build/debs/TREE/."""
+    from lxcpatch import debbuild
+
+    request = debbuild.BuildRequest(
+        tree=tree,
+        flavor=debbuild.parse_flavor(flavor),
+        jobs=jobs,
+        ccache=ccache,
+        allow_unpatched=allow_unpatched,
+        configure_args=debbuild.split_args(configure_args),
+        lint=lint,
+        build_number=build_number,
+    )
+    return debbuild.build(Workspace.resolve(workdir), request)
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        **COMMON_HELP,
+        "tree": "tree whose build dependencies to install (default: the current tree; "
+        "before any fetch, those of the default upstream tree)",
+        "flavor": "auto, upstream (lxcpatch's list) or debian (apt-get build-dep on debian/)",
+        "dry_run": "print what would be installed, install nothing",
+    },
+)
+@edge
+def deps(
+    c: Context,
+    tree: str | None = None,
+    flavor: str = "auto",
+    dry_run: bool = False,
+    workdir: str | None = None,
+    json: bool = False,
+) -> Report:
+    """Install the build dependencies of the tree with apt-get."""
+    from lxcpatch import debbuild
+    from lxcpatch import deps as builddeps
+
+    request = builddeps.DepsRequest(
+        tree=tree, flavor=debbuild.parse_flavor(flavor), dry_run=dry_run
+    )
+    return builddeps.deps(Workspace.resolve(workdir), request)
+
+
+ns = Collection(fetch, patch, build, deps, verify, doctor, matrix)

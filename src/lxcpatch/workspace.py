@@ -66,6 +66,10 @@ class Workspace:
     def debs(self, name: str) -> Path:
         return self.root / "debs" / check_name(name)
 
+    def work(self, name: str) -> Path:
+        """The build folder of a tree: kept between builds (incremental rebuilds, fixed paths)."""
+        return self.root / "work" / check_name(name)
+
     def log(self, name: str, step: str) -> Path:
         return self.logs / f"{check_name(name)}-{step}.log"
 
