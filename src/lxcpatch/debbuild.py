@@ -785,6 +785,9 @@ class _Job:
         Only C sources and headers may change in place (make rebuilds what depends on them);
         any other change, or a new or deleted file, starts from a fresh copy.
         """
+        # The build folder's own path is part of what configure wrote (a moved workspace starts
+        # afresh).
+        config = [str(src), *config]
         with self.step("prepare", logged=False):
             files = _tree_files(self.tree)
             shape = {
@@ -994,7 +997,7 @@ class _Job:
 
     def _strip(self, elves: Mapping[Path, str], logfile: Path | None) -> None:
         libraries = sorted(str(p) for p, kind in elves.items() if kind == "library")
-        programs = sorted(str(p) for p, kind in elves.items() if kind == "program")
+        programs = sorted(str(p) for p, kind in elves.items() if kind != "library")
         common = ["--remove-section=.comment", "--remove-section=.note"]
         if libraries:
             self.tool(
