@@ -26,7 +26,11 @@ def test_dry_run_before_any_fetch_names_the_upstream_list(cli: CliRunner) -> Non
     report = json.loads(proc.stdout)
     assert report["flavor"] == "upstream" and report["build_system"] == "autotools"
     assert report["wanted"] == list(upstream_builddeps("autotools"))
-    assert report["command"][report["command"].index("apt-get") + 1 :][:3] == ["-y", "-q", "install"]
+    assert report["command"][report["command"].index("apt-get") + 1 :][:3] == [
+        "-y",
+        "-q",
+        "install",
+    ]
     # What apt would install is a subset of the list (most of it is installed here already).
     assert set(report["installs"]) <= set(report["wanted"]) | _dependencies_of(report["wanted"])
     assert "wanted: " in proc.stderr
@@ -63,7 +67,7 @@ def test_unsatisfiable_build_depends_fail_with_a_hint(cli: CliRunner, workdir: P
             "Build-Depends: debhelper-compat (= 13), no-such-package-lxcpatch",
         )
     )
-    proc = cli("deps", "--tree", "lxc-deb", "--dry-run")
+    proc = cli("deps", "--tree", "lxc-deb", "--dry-run", env={"COLUMNS": "500"})
     assert proc.returncode == 1
     assert "apt-get failed" in proc.stderr and "no-such-package-lxcpatch" in proc.stderr
     assert "hint:" in proc.stderr

@@ -471,7 +471,7 @@ def build(ws: Workspace, request: BuildRequest) -> BuildResult:
     manifest = _load_manifest(ws, name)
     flavor = _choose_flavor(request.flavor, tree, manifest)
     build_system = _build_system(tree, manifest)
-    state, series = _patch_state(tree, request.allow_unpatched)
+    state, series = _patch_state(ws, tree, request.allow_unpatched)
     with ws.lock("build"):
         job = _Job(ws, name, tree, manifest, flavor, build_system, state, series, request)
         return job.execute()
@@ -480,16 +480,7 @@ def build(ws: Workspace, request: BuildRequest) -> BuildResult:
 def _load_manifest(ws: Workspace, name: str) -> dict[str, Any]:
     from lxcpatch import fetch
 
-    try:
-        document = fetch.load_manifest(ws, name).to_json()
-    except LxcpatchError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise PrerequisiteError(
-            f"no readable fetch manifest for {name} ({ws.manifest(name)}): {exc}",
-            hint="fetch the tree again with `lxcpatch fetch --force`",
-        ) from exc
-    return dict(document)
+    return fetch.load_manifest(ws, name).document()
 
 
 def _choose_flavor(asked: Flavor, tree: Path, manifest: Mapping[str, Any]) -> Flavor:
@@ -513,7 +504,10 @@ def _build_system(tree: Path, manifest: Mapping[str, Any]) -> str:
     return "autotools"
 
 
-def _patch_state(tree: Path, allow_unpatched: bool) -> tuple[PatchState, tuple[SeriesEntry, ...]]:
+def _patch_state(
+    ws: Workspace, tree: Path, allow_unpatched: bool
+) -> tuple[PatchState, tuple[SeriesEntry, ...]]:
+    """What lxcpatch applied to the tree; or, when nothing, whether the series needs anything."""
     from lxcpatch import patch
 
     applied = patch.applied(tree)
@@ -529,13 +523,19 @@ def _patch_state(tree: Path, allow_unpatched: bool) -> tuple[PatchState, tuple[S
             for a in applied
         )
         return PatchState.PATCHED, series
-    if not patch.needed(tree):
+    report = patch.run_patch(ws, patch.PatchRequest(trees=(str(tree),), check=True))
+    assert isinstance(report, patch.PatchReport)
+    results = [r for t in report.trees for r in t.results]
+    pending = [r for r in results if r.status not in {patch.Status.NOT_NEEDED}]
+    if not pending:
+        log.info("%s: nothing to patch (%s)", tree.name, "; ".join(r.reason for r in results))
         return PatchState.NOT_NEEDED, ()
     if allow_unpatched:
         log.warning("building %s UNPATCHED, as a control (--allow-unpatched)", tree.name)
         return PatchState.UNPATCHED, ()
+    why = "; ".join(f"{r.recipe}: {r.status} ({r.reason})" for r in pending)
     raise LxcpatchError(
-        f"{tree.name} is not patched: its start.c still drops CAP_SYS_BOOT without tolerance",
+        f"{tree.name} is not patched: {why}",
         hint="run `lxcpatch patch` first, or pass --allow-unpatched to build it as a control "
         f"(its version is marked {UNPATCHED_MARK}N)",
     )
@@ -682,7 +682,7 @@ class _Job:
                 "build_number": number,
                 "series_key": key,
                 "source": self.manifest,
-                "source_date_epoch": epoch,
+                "source_date_epoch": int(self.env["SOURCE_DATE_EPOCH"]),
                 "jobs": self.jobs,
                 "ccache": self._ccache is not None,
                 "configure_args": list(self.request.configure_args),
@@ -1045,12 +1045,7 @@ class _Job:
 
         work = self.ws.work(self.name)
         with self.step("prepare") as logfile:
-            pristine = str(self.manifest.get("pristine") or "")
-            if not pristine:
-                first = self.tool(
-                    "prepare", ["git", "-C", str(self.tree), "rev-list", "--max-parents=0", "HEAD"]
-                )
-                pristine = first.stdout.split()[0]
+            pristine = str(self.manifest["pristine"])
             with (self.tree / "debian" / "changelog").open(encoding="utf-8") as fh:
                 current = Changelog(fh, max_blocks=1)
             source = str(current.package)
@@ -1075,6 +1070,9 @@ class _Job:
             with changelog_path.open(encoding="utf-8") as fh:
                 changelog = Changelog(fh)
             distribution = str(changelog.distributions or CHANGELOG_DISTRIBUTION)
+            # The new entry must be newer than the last; dpkg takes SOURCE_DATE_EPOCH from it.
+            epoch = max(epoch, _changelog_epoch(changelog.date) + 1)
+            self.env["SOURCE_DATE_EPOCH"] = str(epoch)
             _add_changelog_block(
                 changelog,
                 source,
@@ -1133,17 +1131,21 @@ class _Job:
 
     def _lint(self, packages: Sequence[Package]) -> list[LintFinding]:
         with self.step("lint") as logfile:
-            argv = ["lintian", "--no-tag-display-limit", *[str(p.file) for p in packages]]
+            argv = ["lintian", "--tag-display-limit", "0", *[str(p.file) for p in packages]]
             proc = self.tool("lint", argv, check=False)
             text = proc.stdout + proc.stderr
             if logfile is not None:
-                logfile.write_text(text)
+                logfile.write_text(f"+ {' '.join(argv)}\n{text}")
             if proc.returncode not in (0, 1, 2):
                 raise CommandError(argv, proc.returncode, run.tail(text), log=str(logfile))
-        findings = parse_lintian(proc.stdout)
-        for finding in findings:
-            log.info("lintian %s: %s %s", finding.severity, finding.tag, finding.info)
-        return findings
+        return parse_lintian(proc.stdout)
+
+
+def _changelog_epoch(date: str | None) -> int:
+    try:
+        return int(email.utils.parsedate_to_datetime(date or "").timestamp())
+    except (TypeError, ValueError):
+        return 0
 
 
 def _by_file(p: Package) -> str:

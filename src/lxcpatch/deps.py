@@ -153,13 +153,14 @@ def _current(ws: Workspace, asked: str | None) -> tuple[str | None, Path | None,
 
 
 def _apt(argv: list[str]) -> Any:
-    try:
-        return run.run(argv, env=_APT_ENV)
-    except CommandError as exc:
+    proc = run.run(argv, env=_APT_ENV, check=False)
+    if proc.returncode != 0:
+        # apt explains unmet dependencies on stdout and only sums up on stderr.
         raise CommandError(
-            exc.argv,
-            exc.returncode,
-            exc.tail,
+            argv,
+            proc.returncode,
+            run.tail(proc.stdout + proc.stderr),
             hint="apt could not install the build dependencies; `apt-get update` may help, or a "
             "package is not available on this distribution",
-        ) from exc
+        )
+    return proc

@@ -204,7 +204,7 @@ def matrix(
         "tree": "tree under build/src/ to build (default: the current tree)",
         "flavor": "auto (debian when the tree has debian/), upstream, or debian",
         "jobs": "parallel compile jobs (default: the number of processors)",
-        "ccache": "compile through ccache when it is installed (--no-ccache: do not)",
+        "no_ccache": "do not compile through ccache (default: use it when it is installed)",
         "allow_unpatched": "build a tree that is not patched, as a control (version ~unpatchedN)",
         "configure_args": "more configure (or meson setup) arguments, one shell-quoted string; "
         "the default profile builds for /usr without docs, Python/Lua bindings, examples, "
@@ -220,7 +220,7 @@ def build(
     tree: str | None = None,
     flavor: str = "auto",
     jobs: int | None = None,
-    ccache: bool = True,
+    no_ccache: bool = False,
     allow_unpatched: bool = False,
     configure_args: str | None = None,
     lint: bool = False,
@@ -235,7 +235,7 @@ def build(
         tree=tree,
         flavor=debbuild.parse_flavor(flavor),
         jobs=jobs,
-        ccache=ccache,
+        ccache=not no_ccache,
         allow_unpatched=allow_unpatched,
         configure_args=debbuild.split_args(configure_args),
         lint=lint,
