@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lxcpatch.patch import make_patch, validate_recipe_patch
+from lxcpatch.patch import make_patch, regions, validate_recipe_patch
 from lxcpatch.recipes import get
 from tests.test_patch_support import fixtures, source
 
@@ -26,20 +26,18 @@ def _patch(name: str) -> tuple[bytes, list[tuple[int, int]]]:
     recipe = get("@cap-sys-boot")
     found = recipe.locate(source(name), "src/lxc/start.c")
     changes = recipe.edits(found, source(name))
-    regions = [(s.statement.line, s.statement.end_line) for s in found.sites if s.statement]
-    if found.read_fallback:
-        regions.append((found.read_fallback.line, found.read_fallback.end_line + 1))
-    return make_patch(recipe, "src/lxc/start.c", source(name), changes, DATE), regions
+    data = make_patch(recipe, [("src/lxc/start.c", source(name), changes)], DATE)
+    return data, regions(found)
 
 
 @pytest.mark.parametrize("name", fixtures("found"))
 def test_golden_diff(name: str) -> None:
-    data, regions = _patch(name)
+    data, allowed = _patch(name)
     golden = GOLDEN / f"{name}.patch"
     if os.environ.get("LXCPATCH_REGEN_GOLDEN"):
         golden.write_bytes(data)
     assert data == golden.read_bytes(), f"regenerate with LXCPATCH_REGEN_GOLDEN=1 ({golden})"
-    validate_recipe_patch(data, name=golden.name, file="src/lxc/start.c", regions=regions)
+    validate_recipe_patch(data, name=golden.name, allowed={"src/lxc/start.c": allowed})
 
 
 def test_every_golden_belongs_to_a_fixture() -> None:

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -309,10 +309,19 @@ def unified_diff(file: str, old: bytes, changes: Sequence[Edit]) -> bytes:
 
 
 def make_patch(
-    recipe: Recipe, file: str, old: bytes, changes: Sequence[Edit], date: dt.date
+    recipe: Recipe, changes: Sequence[tuple[str, bytes, Sequence[Edit]]], date: dt.date
 ) -> bytes:
+    """The DEP-3 header and the diff of each (file, old bytes, edits)."""
     header = dep3_header(recipe.summary, recipe.explanation, date)
-    return header + unified_diff(file, old, changes)
+    return header + b"".join(unified_diff(file, old, edits) for file, old, edits in changes)
+
+
+def regions(found: LocateResult) -> list[tuple[int, int]]:
+    """The lines a recipe's patch may change: the located statements and the fallback #define."""
+    spans = [(s.statement.line, s.statement.end_line) for s in found.sites if s.statement]
+    if found.read_fallback is not None:
+        spans.append((found.read_fallback.line, found.read_fallback.end_line + 1))
+    return spans
 
 
 def apply_hunks(old: bytes, patched: PatchedFile) -> bytes:
@@ -370,36 +379,38 @@ def parse_patch(data: bytes, *, name: str) -> PatchSet:
 
 
 def validate_recipe_patch(
-    data: bytes, *, name: str, file: str, regions: Sequence[tuple[int, int]]
+    data: bytes, *, name: str, allowed: Mapping[str, Sequence[tuple[int, int]]]
 ) -> PatchSet:
-    """One modified file, every change inside `regions` (1-based inclusive line ranges)."""
+    """Exactly the files in `allowed`, each modified only inside its line ranges (1-based,
+    inclusive), hunk counts consistent."""
     patchset = parse_patch(data, name=name)
-    if len(patchset) != 1 or not patchset[0].is_modified_file:
-        raise LxcpatchError(f"{name}: expected one modified file, found {len(patchset)} file(s)")
-    patched = patchset[0]
-    if (patched.source_file, patched.target_file) != (f"a/{file}", f"b/{file}"):
+    patched_files = [(f.source_file, f.target_file) for f in patchset]
+    expected = [(f"a/{file}", f"b/{file}") for file in allowed]
+    if patched_files != expected or not all(f.is_modified_file for f in patchset):
         raise LxcpatchError(
-            f"{name}: patches {patched.source_file} -> {patched.target_file}, not a/{file}"
+            f"{name}: patches {', '.join(f.path for f in patchset) or 'nothing'}; "
+            f"expected modifications of {', '.join(allowed)}"
         )
+    for patched, spans in zip(patchset, allowed.values(), strict=True):
 
-    def inside(line: int) -> bool:
-        return any(start <= line <= end for start, end in regions)
+        def inside(line: int, spans: Sequence[tuple[int, int]] = spans) -> bool:
+            return any(start <= line <= end for start, end in spans)
 
-    for number, hunk in enumerate(patched, start=1):
-        before = hunk.source_start - 1  # the old line after which added lines go
-        for ln in hunk:
-            if ln.is_removed and not inside(ln.source_line_no or 0):
-                raise LxcpatchError(
-                    f"{name}: hunk {number} removes line {ln.source_line_no}, "
-                    "outside the located region"
-                )
-            if ln.is_added and not (inside(before) or inside(before + 1)):
-                raise LxcpatchError(
-                    f"{name}: hunk {number} adds a line after line {before}, "
-                    "outside the located region"
-                )
-            if ln.source_line_no is not None:
-                before = ln.source_line_no
+        for number, hunk in enumerate(patched, start=1):
+            before = hunk.source_start - 1  # the old line after which added lines go
+            for ln in hunk:
+                if ln.is_removed and not inside(ln.source_line_no or 0):
+                    raise LxcpatchError(
+                        f"{name}: hunk {number} removes line {ln.source_line_no} of "
+                        f"{patched.path}, outside the located region"
+                    )
+                if ln.is_added and not (inside(before) or inside(before + 1)):
+                    raise LxcpatchError(
+                        f"{name}: hunk {number} adds a line after line {before} of "
+                        f"{patched.path}, outside the located region"
+                    )
+                if ln.source_line_no is not None:
+                    before = ln.source_line_no
     return patchset
 
 
@@ -583,39 +594,46 @@ def _plan_recipe(
     if not targets:
         why = f"{tree.path} has no src/lxc/start.c: is it an LXC source tree?"
         return EntryResult(entry.spec, Status.REFUSED, why), None
-    file = targets[0]
-    source = files.read(file)
-    assert source is not None
-    found: LocateResult = recipe.locate(source, file)
+    located: list[tuple[str, bytes, LocateResult]] = []
+    for file in targets:
+        source = files.read(file)
+        assert source is not None
+        located.append((file, source, recipe.locate(source, file)))
 
-    def result(status: Status, reason: str) -> EntryResult:
-        return EntryResult(entry.spec, status, reason, file=file, line=found.line)
+    def result(status: Status, reason: str, found: LocateResult) -> EntryResult:
+        return EntryResult(entry.spec, status, reason, file=found.file, line=found.line)
 
-    if found.outcome is Outcome.NOT_NEEDED:
-        return result(Status.NOT_NEEDED, found.reason), None
-    if found.outcome is Outcome.ALREADY_PATCHED:
-        return result(Status.ALREADY_PATCHED, found.reason), None
-    if found.outcome is not Outcome.FOUND:
-        return result(Status.REFUSED, f"{found.outcome}: {found.reason}; nothing was changed"), None
-    changes = recipe.edits(found, source)
-    new = tolerate_apply(source, changes)
+    refused = [f for _, _, f in located if f.outcome in {Outcome.AMBIGUOUS, Outcome.UNRECOGNIZED}]
+    if refused:
+        first = refused[0]
+        why = f"{first.outcome}: {first.reason}; nothing was changed"
+        return result(Status.REFUSED, why, first), None
+    todo = [(file, source, f) for file, source, f in located if f.outcome is Outcome.FOUND]
+    if not todo:
+        done = [f for _, _, f in located if f.outcome is Outcome.ALREADY_PATCHED]
+        if done:
+            return result(Status.ALREADY_PATCHED, done[0].reason, done[0]), None
+        return result(Status.NOT_NEEDED, located[0][2].reason, located[0][2]), None
     name = f"{recipe.slug}.patch"
-    data = make_patch(recipe, file, source, changes, date)
-    regions = [(s.statement.line, s.statement.end_line) for s in found.sites if s.statement]
-    if found.read_fallback is not None:
-        regions.append((found.read_fallback.line, found.read_fallback.end_line + 1))
+    changes = [(file, source, recipe.edits(found, source)) for file, source, found in todo]
+    after: dict[str, bytes | None] = {
+        file: tolerate_apply(source, edits) for file, source, edits in changes
+    }
+    data = make_patch(recipe, changes, date)
+    first = todo[0][2]
     try:
-        patchset = validate_recipe_patch(data, name=name, file=file, regions=regions)
-        if apply_hunks(source, patchset[0]) != new:
-            raise LxcpatchError(f"{name} does not turn {file} into the rewrite")
+        allowed = {file: regions(found) for file, _, found in todo}
+        patchset = validate_recipe_patch(data, name=name, allowed=allowed)
+        for patched, (file, source, _) in zip(patchset, todo, strict=True):
+            if apply_hunks(source, patched) != after[file]:
+                raise LxcpatchError(f"{name} does not turn {file} into the rewrite")
     except LxcpatchError as exc:
-        return result(Status.FAILED, f"the generated patch: {exc.message}"), None
-    after: dict[str, bytes | None] = {file: new}
+        return result(Status.FAILED, f"the generated patch: {exc.message}", first), None
     step = _Step(
-        entry, recipe, recipe.slug, data, recipe.summary, recipe.explanation, (file,), after,
-        file, found.line, found.reason,
+        entry, recipe, recipe.slug, data, recipe.summary, recipe.explanation, tuple(after),
+        after, first.file, first.line, first.reason,
     )  # fmt: skip
-    return result(Status.PATCHED, found.reason), step
+    return result(Status.PATCHED, first.reason, first), step
 
 
 def _plan_static(files: _Files, entry: Entry) -> tuple[EntryResult, _Step | None]:
@@ -868,10 +886,11 @@ def _apply_step(ws: Workspace, tree: Tree, step: _Step, number: int) -> Path:
         actual = (tree.path / file).read_bytes() if (tree.path / file).is_file() else None
         if actual != expected:
             raise LxcpatchError(f"{tree.path / file} is not what {name} should have made it")
-    if step.recipe is not None and step.file is not None:
-        again = step.recipe.locate((tree.path / step.file).read_bytes(), step.file)
-        if again.outcome is not Outcome.ALREADY_PATCHED:
-            raise LxcpatchError(f"after {name}, {step.file} locates as {again.outcome}")
+    if step.recipe is not None:
+        for file in step.names:
+            again = step.recipe.locate((tree.path / file).read_bytes(), file)
+            if again.outcome is not Outcome.ALREADY_PATCHED:
+                raise LxcpatchError(f"after {name}, {file} locates as {again.outcome}")
     _git(tree, "apply", "--check", "--reverse", strip, "--whitespace=nowarn", str(path))
     log.info("%s: applied %s", tree.path, name)
     return path
