@@ -222,3 +222,13 @@ def test_revert_keeps_unrelated_local_changes(tmp_path: Path, workdir: Path) -> 
     revert([tree])
     assert (tree / "src/lxc/start.c").read_bytes() == pristine_start
     assert (tree / "configure.ac").read_text() == "dnl edited by hand\n"
+
+
+def test_a_folder_without_start_c_is_refused(tmp_path: Path, workdir: Path) -> None:
+    tree = tmp_path / "not-lxc"
+    (tree / "src").mkdir(parents=True)
+    report = _run(Workspace(workdir), tree)
+    (result,) = report.trees[0].results
+    assert result.status is Status.REFUSED and "no src/lxc/start.c" in result.reason
+    assert report.exit_code == 1
+    assert applied(tree) == [] and not (tmp_path / ".not-lxc.lxcpatch").exists()
