@@ -31,19 +31,32 @@ def debugging() -> bool:
     return logging.getLogger().isEnabledFor(logging.DEBUG) or bool(os.environ.get("LXCPATCH_DEBUG"))
 
 
+class _RichOnFirstUse(logging.Handler):
+    """rich's log handler, imported when the first record arrives: a task that logs nothing
+    (`patch --check`) starts without loading rich."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.console import Console
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(
+                console=Console(stderr=True), show_time=False, show_path=False, markup=False
+            )
+            self._rich.setFormatter(logging.Formatter("%(message)s"))
+        self._rich.handle(record)
+
+
 def _setup_logging() -> None:
     logger = logging.getLogger("lxcpatch")
     logger.propagate = False
     logger.setLevel(logging.DEBUG if debugging() else logging.INFO)
     if not logger.handlers:
-        from rich.console import Console
-        from rich.logging import RichHandler
-
-        handler = RichHandler(
-            console=Console(stderr=True), show_time=False, show_path=False, markup=False
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+        logger.addHandler(_RichOnFirstUse())
 
 
 def _console() -> Any:
