@@ -58,3 +58,12 @@ def cli(workdir: Path) -> CliRunner:
 
 def needs_root() -> pytest.MarkDecorator:
     return pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
+
+
+@pytest.fixture(scope="session")
+def fixture_matrix_run(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """One `lxcpatch matrix --run` over four fixture entries (tests/matrix_helpers.py), shared
+    by the matrix and Dockerfile tests: it builds two package sets for real."""
+    from tests.matrix_helpers import run_fixture_matrix
+
+    return run_fixture_matrix(tmp_path_factory.mktemp("matrix-run"))

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO, needs_root
+from tests.matrix_helpers import MatrixRun
 
 DOCKERFILE = REPO / "examples" / "Dockerfile"
 DOCKERIGNORE = REPO / "examples" / "Dockerfile.dockerignore"
@@ -158,16 +163,20 @@ DOCKER_DEFAULT_CAPS = {
 }  # fmt: skip
 
 
-def _doctor_capabilities(keep: set[str]) -> dict[str, Any]:
-    """doctor's capability check in a process holding only `keep`, as a container would."""
+def _dropped(keep: set[str]) -> list[str]:
+    """Every capability this kernel knows but those in `keep` (named as Docker names them)."""
     from lxcpatch.capabilities import NAMES
 
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    drop = [n for n in NAMES[: last + 1] if n.removeprefix("cap_").upper() not in keep]
+    return [n for n in NAMES[: last + 1] if n.removeprefix("cap_").upper() not in keep]
+
+
+def _doctor_capabilities(keep: set[str]) -> dict[str, Any]:
+    """doctor's capability check in a process holding only `keep`, as a container would."""
     proc = subprocess.run(
         [
             "capsh",
-            f"--drop={','.join(drop)}",
+            f"--drop={','.join(_dropped(keep))}",
             "--",
             "-c",
             f"{sys.executable} -m lxcpatch doctor --only capabilities --json",
@@ -206,3 +215,196 @@ def test_cmd_runs_doctor_then_verify() -> None:
     commands = [shlex.split(part) for part in argv[2].split(";")]
     assert commands == [["lxcpatch", "doctor"], ["lxcpatch", "verify"]]
     assert {"doctor", "verify"} <= set(ns.task_names)
+
+
+# --- the whole file, run in a Debian 12 root -------------------------------------------------
+
+# What the debian:bookworm image's config sets; ENV lines add to it.
+IMAGE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+}
+
+
+def _expand(text: str, variables: dict[str, str]) -> str:
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)", lambda m: variables.get(m.group(1) or m.group(2), ""), text
+    )
+
+
+def _context(folder: Path, debs: Path, tree: str) -> Path:
+    """The build context `docker build … .` sends: the repository as the .dockerignore
+    filters it, plus the packages in build/debs/TREE/ (here the fixture's)."""
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for path in sorted(REPO.iterdir()):
+        if path.name in {"build", ".git", ".venv"}:
+            continue
+        for file in [path] if path.is_file() else sorted(path.rglob("*")):
+            relative = file.relative_to(REPO).as_posix()
+            if file.is_file() and not _ignored(relative, patterns):
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, folder / relative)
+    assert not _ignored(f"build/debs/{tree}/x.deb", patterns)
+    shutil.copytree(debs, folder / "build" / "debs" / tree)
+    return folder
+
+
+@dataclass
+class Emulation:
+    """`docker build` without an engine: each instruction applied to a root folder, RUN and the
+    CMD through chroot in a private mount namespace (proc mounted, DNS as Docker provides it)."""
+
+    root: Path
+    context: Path
+    build_args: dict[str, str]
+    env: dict[str, str]
+    volumes: list[str]
+    cmd: list[str]
+    apt_cache: Path
+
+    def apply(self, instruction: Instruction) -> None:
+        keyword, args = instruction.keyword, instruction.args
+        variables = {**self.env, **self.build_args}
+        if keyword == "FROM":
+            distro, release = args.split(":")
+            release_file = (self.root / "etc" / "os-release").read_text()
+            assert f"ID={distro}" in release_file and f"VERSION_CODENAME={release}" in release_file
+        elif keyword == "ARG":
+            name, default = args.split("=", 1)
+            self.build_args.setdefault(name, default)
+        elif keyword == "ENV":
+            name, value = args.split("=", 1)
+            self.env[name] = _expand(value, variables)
+        elif keyword == "COPY":
+            *sources, target = (_expand(word, variables) for word in args.split())
+            destination = self.root / target.lstrip("/")
+            destination.mkdir(parents=True, exist_ok=True)
+            for source in sources:
+                path = self.context / source
+                if path.is_dir():
+                    shutil.copytree(path, destination, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(path, destination / path.name)
+        elif keyword == "RUN":
+            proc = self.run(["/bin/sh", "-c", args])
+            assert proc.returncode == 0, f"RUN {args}\n{proc.stdout}\n{proc.stderr}"
+        elif keyword == "VOLUME":
+            self.volumes = json.loads(args)
+        elif keyword == "CMD":
+            self.cmd = json.loads(args)
+
+    def run(
+        self, argv: list[str], *, layer: Path | None = None, keep: set[str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """argv inside the root. With `layer`, the root is the lower layer of an overlay whose
+        upper layer is `layer` (Docker's container layer) and each VOLUME is a folder of its
+        own bind-mounted there; with `keep`, only those capabilities are left."""
+        shutil.copy2("/etc/resolv.conf", self.root / "etc" / "resolv.conf")
+        lines = ['root="$1"; shift']
+        extra_env = {}
+        if layer is None:
+            # Downloads kept between test runs, as a BuildKit cache mount would keep them.
+            lines.append(f'mount --bind {self.apt_cache} "$root/var/cache/apt/archives"')
+            host_ca = os.environ.get("PIP_CERT")
+            if host_ca:
+                # This machine reaches PyPI through a proxy whose CA only the host trusts (that
+                # is what PIP_CERT says); a docker build here would need the same certificate.
+                (self.root / "run" / "host-ca.crt").touch()
+                lines.append(f'mount --bind {host_ca} "$root/run/host-ca.crt"')
+                extra_env["PIP_CERT"] = "/run/host-ca.crt"
+        else:
+            for part in ("upper", "work", "merged"):
+                (layer / part).mkdir(parents=True, exist_ok=True)
+            lines.append(
+                f"mount -t overlay overlay -o lowerdir=$root,upperdir={layer}/upper,"
+                f"workdir={layer}/work {layer}/merged"
+            )
+            lines.append(f'root="{layer}/merged"')
+            for n, volume in enumerate(self.volumes):
+                (layer / f"volume{n}").mkdir(exist_ok=True)
+                lines.append(f'mkdir -p "$root{volume}"')
+                lines.append(f'mount --bind {layer}/volume{n} "$root{volume}"')
+        lines.append('mount -t proc proc "$root/proc"')
+        lines.append('exec chroot "$root" /usr/bin/env -i "$@"')
+        command = unshare = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-ec",
+            "\n".join(lines),
+            "sh",
+            str(self.root),
+            *(f"{name}={value}" for name, value in {**self.env, **extra_env}.items()),
+            *argv,
+        ]
+        if keep is not None:
+            command = ["capsh", f"--drop={','.join(_dropped(keep))}", "--", "-c", 'exec "$@"', "sh"]
+            command += unshare
+        return subprocess.run(command, text=True, capture_output=True, check=False, timeout=900)
+
+
+@pytest.mark.slow
+@needs_root()
+def test_the_dockerfile_runs_in_a_debian_root(
+    tmp_path: Path, fixture_matrix_run: MatrixRun
+) -> None:
+    # The build issue's cached debootstrap root of Debian 12 (one cache for the whole suite).
+    from tests.test_build import _cache, _debootstrap
+
+    # The packages of one fixture entry that `matrix --run` built.
+    debs = fixture_matrix_run.debs("mini-dir")
+    assert list(debs.glob("*.deb"))
+    root = tmp_path / "root"
+    _debootstrap(root)
+    apt_cache = _cache() / "dockerfile-apt-archives"
+    (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
+    image = Emulation(
+        root=root,
+        context=_context(tmp_path / "context", debs, "mini-dir"),
+        build_args={"TREE": "mini-dir"},  # docker build --build-arg TREE=mini-dir
+        env=dict(IMAGE_ENV),
+        volumes=[],
+        cmd=[],
+        apt_cache=apt_cache,
+    )
+    for instruction in INSTRUCTIONS:
+        image.apply(instruction)
+
+    # What the RUN lines left: the packages installed by apt, no leftovers, lxcpatch on PATH.
+    status = image.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\\n"])
+    installed = dict(line.split(" ", 1) for line in status.stdout.splitlines())
+    for deb in debs.glob("*.deb"):
+        package = subprocess.run(
+            ["dpkg-deb", "--field", deb, "Package"], text=True, capture_output=True, check=True
+        ).stdout.strip()
+        assert installed.get(package, "").strip() == "ii", package
+    assert not (root / "tmp" / "debs").exists()
+    assert not list((root / "var" / "lib" / "apt" / "lists").glob("*_Packages"))
+    assert image.run(["sh", "-c", "command -v lxcpatch"]).stdout.strip() == (
+        "/opt/lxcpatch/venv/bin/lxcpatch"
+    )
+
+    # `docker run` with the README's options: Docker's capabilities plus the two added, an
+    # overlay root, and the volumes; the CMD exactly as written, then each part as JSON.
+    keep = DOCKER_DEFAULT_CAPS | set(_options(_readme_commands()[1], "--cap-add"))
+    proc = image.run(image.cmd, layer=tmp_path / "container", keep=keep)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the exit code is verify's
+    assert "patched" in proc.stderr
+    doctor = image.run(["lxcpatch", "doctor", "--json"], layer=tmp_path / "c2", keep=keep)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert set(checks) == {"capabilities", "apparmor", "storage", "cgroups", "bridge", "lxc-start"}
+    for name in ("capabilities", "storage", "lxc-start"):
+        assert checks[name]["verdict"] == "pass", checks[name]
+    verify = image.run(["lxcpatch", "verify", "--json"], layer=tmp_path / "c3", keep=keep)
+    assert json.loads(verify.stdout)["status"] == "patched"
+
+    # Without the volumes the nested engines' folders are on the overlay, and doctor says so.
+    image.volumes = []
+    bare = image.run(["lxcpatch", "doctor", "--only", "storage", "--json"], layer=tmp_path / "c4")
+    assert json.loads(bare.stdout)["checks"][0]["verdict"] == "fail"

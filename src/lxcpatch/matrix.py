@@ -479,7 +479,7 @@ def run_entry(ws: Workspace, entry: Entry) -> EntryResult:
         # Without --deb, verify would look at this machine's own lxc-start instead.
         missing = StepResult("verify", (), 1, 0.0, root / "logs", f"no .deb files in {debs_dir}")
         return EntryResult(entry, root, (*steps, missing), debs, verdict)
-    log.info("%s: verify %d packages", entry.name, len(debs))
+    log.info("%s: verify (%d package files)", entry.name, len(debs))
     verify_args = [word for deb in debs for word in ("--deb", str(deb))]
     result, document = _step(root, "verify", verify_args)
     steps.append(result)
