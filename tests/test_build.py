@@ -553,15 +553,13 @@ def _start(root: Path, drop: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _install(
-    root: Path, *debs: Path, options: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
+def _install(root: Path, *debs: Path) -> subprocess.CompletedProcess[str]:
     inbox = root / "tmp" / "lxcpatch-debs"
     shutil.rmtree(inbox, ignore_errors=True)
     inbox.mkdir(parents=True)
     for deb in debs:
         shutil.copy(deb, inbox / deb.name)
-    return _in_root(root, "dpkg", *options, "-i", *[f"/tmp/lxcpatch-debs/{d.name}" for d in debs])
+    return _in_root(root, "dpkg", "-i", *[f"/tmp/lxcpatch-debs/{d.name}" for d in debs])
 
 
 def _status(root: Path, package: str) -> str:
@@ -580,10 +578,17 @@ def test_packages_install_in_a_debian_root_and_start_there(
     assert started.returncode == 0, started.stderr
     assert TOKEN.decode() in started.stderr
 
-    # The upstream-flavor package installs over them: it replaces lxc and removes liblxc1. The
-    # installed lxc depends on that liblxc1, so dpkg must deconfigure it for the moment of the
-    # swap (apt passes --auto-deconfigure by itself).
-    proc = _install(debian_root, upstream.deb("lxc"), options=("--auto-deconfigure",))
+    # The upstream-flavor package installs over them: apt (what the README says to use over
+    # installed distribution packages) replaces lxc and removes the liblxc1 it conflicts with.
+    shutil.copy(upstream.deb("lxc"), debian_root / "tmp" / upstream.deb("lxc").name)
+    proc = subprocess.run(
+        ["chroot", str(debian_root), "apt-get", "install", "-y", "--allow-downgrades",
+         f"/tmp/{upstream.deb('lxc').name}"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        text=True,
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _status(debian_root, "lxc").startswith("2.0.11+lxcpatch1 ii")
     assert " ii" not in _status(debian_root, "liblxc1")

@@ -460,6 +460,7 @@ class BuildError(LxcpatchError):
 
 def build(ws: Workspace, request: BuildRequest) -> BuildResult:
     """Build the tree's packages into build/debs/<tree>/ (see the module docstring)."""
+    started = time.monotonic()
     name = request.tree or ws.current_tree()
     tree = ws.tree(name)
     if not tree.is_dir():
@@ -473,7 +474,7 @@ def build(ws: Workspace, request: BuildRequest) -> BuildResult:
     build_system = _build_system(tree, manifest)
     state, series = _patch_state(ws, tree, request.allow_unpatched)
     with ws.lock("build"):
-        job = _Job(ws, name, tree, manifest, flavor, build_system, state, series, request)
+        job = _Job(ws, name, tree, manifest, flavor, build_system, state, series, request, started)
         return job.execute()
 
 
@@ -578,10 +579,10 @@ class _Job:
     state: PatchState
     series: tuple[SeriesEntry, ...]
     request: BuildRequest
+    started: float
     tools: list[ToolRun] = field(default_factory=list)
     steps: list[StepTime] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
 
     # -- timing and running --
 
