@@ -866,8 +866,10 @@ class _Job:
         with self.step("compile") as logfile:
             self.tool("compile", ["make", f"-j{self.jobs}", *overrides], cwd=src, logfile=logfile)
         with self.step("install") as logfile:
+            # automake's install rules run in parallel (the files are the same as with -j1).
             argv = [
                 "make",
+                f"-j{self.jobs}",
                 "install",
                 f"DESTDIR={root}",
                 f"SYSTEMD_UNIT_DIR={SYSTEMD_UNIT_DIR}",
@@ -1018,6 +1020,14 @@ class _Job:
         dynamic = sorted(p for p, kind in elves.items() if kind != "static")
         if not dynamic:
             return ""
+        # Depends follows from what the files import and from the system's shlibs and symbols
+        # files (all in dpkg's database): when neither changed, the last answer still holds.
+        cache = self.ws.work(self.name) / "shlibdeps.json"
+        key = _imports_key(root, dynamic)
+        cached = _read_json(cache) or {}
+        if cached.get("key") == key:
+            log.info("%s: Depends unchanged since the last build (same imports)", self.name)
+            return str(cached["depends"])
         # dpkg-shlibdeps wants a debian/control to know which packages are being built.
         (pkgdir / "debian" / "control").write_text(
             f"Source: {PACKAGE}\nMaintainer: {self._maintainer()}\n\n"
@@ -1032,10 +1042,12 @@ class _Job:
             *[f"-e{p}" for p in dynamic],
         ]
         self.tool("package", argv, cwd=pkgdir, logfile=logfile)
+        depends = ""
         for line in substvars.read_text().splitlines():
             if line.startswith("shlibs:Depends="):
-                return line.partition("=")[2].strip()
-        return ""
+                depends = line.partition("=")[2].strip()
+        atomic_write_json(cache, {"key": key, "depends": depends})
+        return depends
 
     # -- debian flavor --
 
@@ -1212,6 +1224,49 @@ def _elf_files(root: Path) -> dict[Path, str]:
             continue
         found[path] = kind
     return found
+
+
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+
+
+def _imports_key(root: Path, files: Sequence[Path]) -> str:
+    """A digest of what dpkg-shlibdeps reads: each file's DT_NEEDED and undefined dynamic
+    symbols with their versions, and the state of dpkg's database."""
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
+    from elftools.elf.sections import SymbolTableSection
+
+    digest = hashlib.sha256(_sha256(DPKG_STATUS).encode() if DPKG_STATUS.is_file() else b"")
+    for path in files:
+        with path.open("rb") as fh:
+            elf = ELFFile(fh)
+            needed: list[str] = []
+            versions: dict[int, str] = {}
+            versym: GNUVerSymSection | None = None
+            dynsym: SymbolTableSection | None = None
+            for section in elf.iter_sections():
+                if isinstance(section, DynamicSection):
+                    needed += [str(getattr(t, "needed", "")) for t in section.iter_tags()
+                               if t.entry.d_tag == "DT_NEEDED"]  # fmt: skip
+                elif isinstance(section, GNUVerNeedSection):
+                    for _, auxiliaries in section.iter_versions():
+                        for aux in auxiliaries:
+                            versions[int(aux["vna_other"])] = str(aux.name)
+                elif isinstance(section, GNUVerSymSection):
+                    versym = section
+                elif isinstance(section, SymbolTableSection) and section.name == ".dynsym":
+                    dynsym = section
+            imports = []
+            if dynsym is not None:
+                for index, symbol in enumerate(dynsym.iter_symbols()):
+                    if symbol["st_shndx"] == "SHN_UNDEF" and symbol.name:
+                        ndx = versym.get_symbol(index)["ndx"] if versym is not None else 0
+                        version = versions.get(ndx, "") if isinstance(ndx, int) else ""
+                        imports.append(f"{symbol.name}@{version}")
+        entry = [path.relative_to(root).as_posix(), needed, sorted(imports)]
+        digest.update(json.dumps(entry).encode())
+    return digest.hexdigest()
 
 
 def _soname(path: Path) -> tuple[str, str] | None:
