@@ -244,3 +244,19 @@ def test_the_readme_shows_the_matrix() -> None:
         [r.name, *("✓" if loaded.excluded(r, i) is None else "excluded" for i in loaded.images)]
         for r in loaded.releases
     ]
+
+
+def test_a_failed_step_is_summed_up_by_its_first_compiler_or_linker_error() -> None:
+    error = (
+        "make failed with exit code 2: make -j2 CFLAGS=-O2\n"
+        "gcc -c -o start.o start.c\n"
+        "/usr/bin/ld: liblxc.so: undefined reference to `major'\n"
+        "collect2: error: ld returned 1 exit status\n"
+        "make: *** [Makefile:498: all-recursive] Error 1\n"
+    )
+    assert matrix.summarize(error) == (
+        "make failed with exit code 2: make -j2 CFLAGS=-O2 … "
+        "/usr/bin/ld: liblxc.so: undefined reference to `major'"
+    )
+    assert matrix.summarize("fetch failed: no such tree") == "fetch failed: no such tree"
+    assert matrix.summarize("\n\n") == "no output"

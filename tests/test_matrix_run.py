@@ -69,6 +69,7 @@ def test_a_tree_that_does_not_compile_fails_at_build_with_its_log(
     entry = next(e for e in fixture_matrix_run.document["entries"] if e["release"] == "broken")
     assert entry["outcome"] == "failed" and entry["failed_step"] == "build"
     assert entry["debs"] == [] and entry["verify"] is None
+    assert "error:" in entry["message"]  # the compiler's, not only "make failed"
     step = entry["steps"][-1]
     assert step["step"] == "build" and step["exit_code"] == 1
     assert "this_does_not_compile" in Path(step["log"]).read_text()

@@ -215,34 +215,42 @@ def test_the_build_step_passes_options_as_the_shell_would(tmp_path: Path) -> Non
         "open('argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
     )
     recorder.chmod(0o755)
+    from lxcpatch import matrix
     from lxcpatch.matrix import Entry, Image, Release
 
-    release = Release(
+    awkward = Release(
         name="lxc-x",
-        source="/srv/my trees/lxc",
+        source="/srv/my trees/lxc's",
         ref="v1",
-        build_args=("--configure-args", "CFLAGS=-O2 -include sys/sysmacros.h"),
+        patch_args=("--series", "/srv/a b/series"),
+        build_args=("--configure-args", "CFLAGS='-O2 -g' --with-x=\"$HOME\""),
     )
-    entry = Entry(release, Image("debian:bookworm", "debian:bookworm")).to_json()
+    entries = [Entry(awkward, Image("debian:bookworm", "debian:bookworm"))]
+    entries += matrix.load().entries()
     step = _step(_load(PACKAGES)["jobs"]["build"], "invoke deps fetch patch build")
-    env = {key: entry[value.split(".")[1].rstrip(" }")] for key, value in step["env"].items()}
-    proc = _bash(step["run"], tmp_path, env)
-    assert proc.returncode == 0, proc.stderr
-    argv = json.loads((tmp_path / "argv.json").read_text())
-    assert argv == [
-        "deps",
-        "fetch",
-        "--source",
-        "/srv/my trees/lxc",
-        "--ref",
-        "v1",
-        "--name",
-        "lxc-x",
-        "patch",
-        "build",
-        "--configure-args",
-        "CFLAGS=-O2 -include sys/sysmacros.h",
-    ]
+    gitlab_line = _gitlab()["build"]["script"][1]
+    for entry in entries:
+        document = entry.to_json()
+        env = {
+            key: document[value.split(".")[1].rstrip(" }")] for key, value in step["env"].items()
+        }
+        release = entry.release
+        expected = ["deps", "fetch", *release.fetch_args(), "patch", *release.patch_args]
+        expected += ["build", *release.build_args]
+        proc = _bash(step["run"], tmp_path, env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / "argv.json").read_text()) == expected
+        # GitLab runs the same line with the entry's variables, in sh when an image lacks bash.
+        proc = subprocess.run(
+            ["sh", "-ec", gitlab_line],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / "argv.json").read_text()) == expected
 
 
 ENTRIES = ("lxc-2.0.11-debian-bookworm", "lxc-2.0.11-ubuntu-24.04")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 import shlex
 import sys
 import time
@@ -283,25 +284,34 @@ class MatrixReport:
         return self.matrix.include()
 
     def human(self) -> RenderableType:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=f"{self.matrix.path}: {len(self.matrix.entries())} entries")
+        matrix = self.matrix
+        table = Table(title=f"{matrix.path}: {len(matrix.entries())} entries")
         table.add_column("release")
-        table.add_column("fetch")
-        for image in self.matrix.images:
-            header = (
-                image.name
-                if image.container == image.name
-                else f"{image.name}\n(in {image.container})"
-            )
-            table.add_column(header)
-        for release in self.matrix.releases:
+        for image in matrix.images:
+            table.add_column(image.name)
+        notes = []
+        for release in matrix.releases:
             cells = []
-            for image in self.matrix.images:
-                exclusion = self.matrix.excluded(release, image)
+            for image in matrix.images:
+                exclusion = matrix.excluded(release, image)
                 cells.append("build" if exclusion is None else f"excluded: {exclusion.reason}")
-            table.add_row(release.name, shlex.join(release.fetch_args()), *cells)
-        return table
+            table.add_row(release.name, *cells)
+            for step, args in (("patch", release.patch_args), ("build", release.build_args)):
+                if args:
+                    # As the matrix file writes them: shell quoting would obscure them.
+                    notes.append(f"{release.name}: {step} = {json.dumps(list(args))}")
+            if release.version is None:
+                notes.append(f"{release.name}: fetch {shlex.join(release.fetch_args())}")
+        notes += [
+            f"{image.name}: built in {image.container}"
+            for image in matrix.images
+            if image.container != image.name
+        ]
+        return Group(table, *(Text(note) for note in notes))
 
     @property
     def exit_code(self) -> int:
@@ -426,9 +436,23 @@ def _document(stdout: str) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
+# In a failed command's tail, the line that says why (a compiler or linker error).
+_CAUSE = re.compile(r"\berror:|undefined reference|No such file or directory", re.IGNORECASE)
+
+
+def summarize(error: str) -> str:
+    """One line for the table: the error's first line, and the first compiler or linker error
+    in the output it quotes, which says more than "make failed"."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    cause = next((line for line in lines[1:] if _CAUSE.search(line)), None)
+    return lines[0] if cause is None else f"{lines[0]} … {cause}"
+
+
 def _message(document: Mapping[str, Any], stderr: str) -> str:
     if isinstance(document.get("error"), str):
-        return str(document["error"]).splitlines()[0]
+        return summarize(str(document["error"]))
     lines = [line for line in stderr.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "no output"
 
