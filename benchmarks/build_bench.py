@@ -20,7 +20,9 @@ import argparse
 import difflib
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "lxc-mini"
 OVERHEAD_TARGET = 0.05
 REBUILD_TARGET = 0.30
+
+
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def lxcpatch(workdir: Path, *args: str) -> tuple[float, str]:
@@ -49,17 +56,22 @@ def lxcpatch(workdir: Path, *args: str) -> tuple[float, str]:
 
 
 def build(workdir: Path, tree: str, jobs: str | None) -> dict[str, Any]:
+    cpu = cpu_of_children()
     wall, _ = lxcpatch(workdir, "build", *(["--jobs", jobs] if jobs else []))
     record: dict[str, Any] = json.loads((workdir / "debs" / tree / "build.json").read_text())
     record["wall_seconds"] = wall
+    # CPU time of the build and everything it ran: steadier than wall time on a busy machine.
+    record["cpu_seconds"] = cpu_of_children() - cpu
     return record
 
 
-def touch_patch(workdir: Path, tree: str, scratch: Path) -> None:
+def touch_patch(workdir: Path, tree: str, scratch: Path, number: int) -> None:
     """Patch again with one more static patch after the recipe: the patch set changes."""
+    lxcpatch(workdir, "patch", "--revert")
+    lxcpatch(workdir, "patch")
     start = workdir / "src" / tree / "src" / "lxc" / "start.c"
     old = start.read_text(encoding="utf-8", errors="surrogateescape")
-    new = "/* touched by lxcpatch's build benchmark */\n" + old
+    new = f"/* touched by lxcpatch's build benchmark, {number} */\n" + old
     diff = difflib.unified_diff(
         old.splitlines(keepends=True),
         new.splitlines(keepends=True),
@@ -80,9 +92,9 @@ def line(label: str, record: dict[str, Any], clean: float | None = None) -> str:
     total, tools = record["total_seconds"], record["tool_seconds"]
     overhead = total - tools
     text = (
-        f"{label:<34} total {total:7.1f} s  tools {tools:7.1f} s  "
-        f"overhead {overhead:5.2f} s ({100 * overhead / total:4.1f} %)  "
-        f"wall {record['wall_seconds']:6.1f} s"
+        f"{label:<36} total {total:6.1f} s  tools {tools:6.1f} s  "
+        f"overhead {overhead:4.2f} s ({100 * overhead / total:4.1f} %)  "
+        f"cpu {record['cpu_seconds']:6.1f} s"
     )
     if clean:
         text += f"  = {100 * total / clean:5.1f} % of the clean build"
@@ -96,6 +108,9 @@ def main() -> int:
     parser.add_argument("--name", default="bench", help="tree name")
     parser.add_argument("--jobs", help="build --jobs (default: the number of processors)")
     parser.add_argument("--workdir", help="workspace to use (default: a temporary one)")
+    parser.add_argument(
+        "--rebuilds", type=int, default=3, help="touch-and-rebuild rounds (the median counts)"
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="lxcpatch-build-bench-"))
@@ -107,8 +122,11 @@ def main() -> int:
         shutil.rmtree(workdir / "cache" / "ccache", ignore_errors=True)
         lxcpatch(workdir, "patch")
         clean = build(workdir, args.name, args.jobs)
-        touch_patch(workdir, args.name, scratch)
-        rebuild = build(workdir, args.name, args.jobs)
+        rebuilds = []
+        for number in range(1, args.rebuilds + 1):
+            touch_patch(workdir, args.name, scratch, number)
+            rebuilds.append(build(workdir, args.name, args.jobs))
+        rebuild = sorted(rebuilds, key=lambda r: float(r["total_seconds"]))[len(rebuilds) // 2]
         shutil.rmtree(workdir / "work" / args.name)
         warm = build(workdir, args.name, args.jobs)
     finally:
@@ -118,7 +136,8 @@ def main() -> int:
     base = clean["total_seconds"]
     print(f"lxcpatch build benchmark: {args.source} {args.ref or ''} (jobs {clean['jobs']})")
     print(line("clean build (cold ccache)", clean))
-    print(line("rebuild after touching the patch", rebuild, base))
+    for number, record in enumerate(rebuilds, start=1):
+        print(line(f"rebuild {number} after touching the patch", record, base))
     print(line("fresh build folder, warm ccache", warm, base))
     for record, label in ((clean, "clean"), (rebuild, "rebuild")):
         steps = ", ".join(
@@ -128,11 +147,12 @@ def main() -> int:
         print(f"  {label} steps: {steps}")
     overhead = (base - clean["tool_seconds"]) / base
     ratio = rebuild["total_seconds"] / base
+    cpu_ratio = statistics.median(r["cpu_seconds"] for r in rebuilds) / clean["cpu_seconds"]
     print(
         f"overhead {100 * overhead:.1f} % (target < {100 * OVERHEAD_TARGET:.0f} %): "
         f"{'ok' if overhead < OVERHEAD_TARGET else 'MISSED'}; "
-        f"rebuild {100 * ratio:.1f} % of clean (target < {100 * REBUILD_TARGET:.0f} %): "
-        f"{'ok' if ratio < REBUILD_TARGET else 'MISSED'}"
+        f"median rebuild {100 * ratio:.1f} % of clean (target < {100 * REBUILD_TARGET:.0f} %): "
+        f"{'ok' if ratio < REBUILD_TARGET else 'MISSED'}; in CPU time {100 * cpu_ratio:.1f} %"
     )
     return 0 if overhead < OVERHEAD_TARGET and ratio < REBUILD_TARGET else 1
 

@@ -469,6 +469,8 @@ def build(ws: Workspace, request: BuildRequest) -> BuildResult:
         )
     if request.jobs is not None and request.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {request.jobs}")
+    if request.build_number is not None and request.build_number < 1:
+        raise UsageError(f"--build-number must be at least 1, not {request.build_number}")
     manifest = _load_manifest(ws, name)
     flavor = _choose_flavor(request.flavor, tree, manifest)
     build_system = _build_system(tree, manifest)
