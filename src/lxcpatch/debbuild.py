@@ -925,8 +925,11 @@ class _Job:
         forbidden: Sequence[Path],
         logfile: Path | None,
     ) -> Package:
-        for la in root.rglob("*.la"):
-            la.unlink()
+        # Libtool archives and static libraries are not shipped: the package is the runtime
+        # (meson's static liblxc.a even names the build folder in its member table).
+        for archive in [*root.rglob("*.la"), *root.rglob("*.a")]:
+            if archive.is_file() and not archive.is_symlink():
+                archive.unlink()
         elves = _elf_files(root)
         self._strip(elves, logfile)
         _check_paths(root, forbidden)
