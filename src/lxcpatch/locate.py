@@ -119,6 +119,8 @@ class LocateResult:
     reason: str
     sites: tuple[Site, ...] = ()
     read_fallback: Fallback | None = None
+    skipped: tuple[Site, ...] = ()  # partial mode: chosen drops left alone, each with its reason
+    others: tuple[Site, ...] = ()  # drops in the file that `select` did not choose
 
     @property
     def site(self) -> Site:
@@ -239,9 +241,10 @@ def _in_preprocessor_condition(node: Node) -> bool:
     return False
 
 
-def _capability(expr: Node) -> tuple[str | None, bool]:
-    """The identifier inside a capability expression, and whether re-evaluating it is safe."""
-    pure = _reevaluable(expr)
+def _capability(expr: Node) -> tuple[str | None, str | None]:
+    """The identifier inside a capability expression, and what would make evaluating it again
+    unsafe (None when nothing would)."""
+    unsafe = _side_effect(expr)
     node = expr
     while True:
         if node.type == "parenthesized_expression" and _named(node):
@@ -252,24 +255,42 @@ def _capability(expr: Node) -> tuple[str | None, bool]:
             function = node.child_by_field_name("function")
             arguments = node.child_by_field_name("arguments")
             if function is None or _text(function) not in PURE_WRAPPERS or arguments is None:
-                return None, pure
+                return None, unsafe
             args = _named(arguments)
             if len(args) != 1:
-                return None, pure
+                return None, unsafe
             node = args[0]
         else:
             break
-    return (_text(node) if node.type == "identifier" else None), pure
+    return (_text(node) if node.type == "identifier" else None), unsafe
 
 
-def _reevaluable(node: Node) -> bool:
+# A function-like macro by C's naming convention (CAP_TO_INDEX(x)): it expands to an expression
+# of its arguments, unlike a function, which may do anything.
+_MACRO_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def _side_effect(node: Node) -> str | None:
+    """What in an expression could act when it is evaluated again, or None: a call of a function
+    (not a `prctl_arg` style wrapper, not an upper-case macro), `++`/`--`, an assignment."""
     if node.type == "call_expression":
         function = node.child_by_field_name("function")
-        if function is None or _text(function) not in PURE_WRAPPERS:
-            return False
-    if node.type in {"update_expression", "assignment_expression", "ERROR"} or node.is_missing:
-        return False
-    return all(_reevaluable(child) for child in node.named_children)
+        name = _text(function) if function is not None else ""
+        if function is None or function.type != "identifier":
+            return f"calls through {_clean(function) if function else 'an expression'}"
+        if name not in PURE_WRAPPERS and not _MACRO_NAME.fullmatch(name):
+            return f"calls the function {name}()"
+    elif node.type == "update_expression":
+        return f"changes a variable ({_clean(node)})"
+    elif node.type == "assignment_expression":
+        return f"assigns ({_clean(node)})"
+    elif node.type == "ERROR" or node.is_missing:
+        return "does not parse cleanly"
+    for child in node.named_children:
+        found = _side_effect(child)
+        if found:
+            return found
+    return None
 
 
 # How a comparison with a constant turns prctl's result (0 success, -1 failure) into a test:
@@ -350,7 +371,8 @@ def _classify(identifier: Node) -> Site:
 
     args = _named(call.child_by_field_name("arguments"))  # type: ignore[arg-type]
     capability = _clean(args[1]) if len(args) > 1 else None
-    capability_id, reevaluable = _capability(args[1]) if len(args) > 1 else (None, False)
+    capability_id, unsafe = _capability(args[1]) if len(args) > 1 else (None, "is missing")
+    reevaluable = unsafe is None
     base = {
         "line": line,
         "call": _span(call),
@@ -500,8 +522,8 @@ def _classify(identifier: Node) -> Site:
         )
     if not reevaluable:
         return refuse(
-            f"the capability expression {capability!r} at line {line} could have a side effect "
-            "when evaluated again for PR_CAPBSET_READ"
+            f"the capability expression {capability!r} at line {line} {unsafe}: a side effect "
+            f"when it is evaluated again for {READ}; lxcpatch leaves this drop alone"
         )
     return Site(
         SiteState.REWRITABLE,
@@ -697,32 +719,39 @@ def find_sites(
     *,
     select: Selector = cap_sys_boot,
     single: bool = True,
+    partial: bool = False,
     file: str = START_C,
     what: str = "CAP_SYS_BOOT",
 ) -> LocateResult:
     """Locate the drops `select` picks in one file and decide what a recipe may do with them.
 
     `single`: the recipe expects exactly one site (two or more are `ambiguous`).
+    `partial`: an unrecognized drop does not stop the others from being rewritten; it is left
+    alone and listed in `skipped` (the file is `unrecognized` only when nothing else is there).
     """
     found = scan(source)
     chosen = tuple(s for s in found.sites if select(s))
-    others = len(found.sites) - len(chosen)
+    others = tuple(s for s in found.sites if not select(s))
     if not chosen:
         detail = []
         if found.drop_fallback_line is not None:
             detail.append(f"the {DROP} fallback #define at line {found.drop_fallback_line}")
         if others:
-            detail.append(f"{others} drop(s) of other capabilities")
+            detail.append(f"{len(others)} drop(s) of other capabilities")
         return LocateResult(
             Outcome.NOT_NEEDED,
             file,
             None,
             f"{file} does not drop {what} from the bounding set"
             + (f" (only {' and '.join(detail)})" if detail else ""),
+            others=others,
         )
-    refused = [s for s in chosen if s.state is SiteState.UNRECOGNIZED]
-    if refused:
-        return LocateResult(Outcome.UNRECOGNIZED, file, refused[0].line, refused[0].reason, chosen)
+    refused = tuple(s for s in chosen if s.state is SiteState.UNRECOGNIZED)
+    usable = tuple(s for s in chosen if s.state is not SiteState.UNRECOGNIZED)
+    if refused and (not partial or not usable):
+        return LocateResult(
+            Outcome.UNRECOGNIZED, file, refused[0].line, refused[0].reason, chosen, others=others
+        )
     if single and len(chosen) > 1:
         lines = ", ".join(str(s.line) for s in chosen)
         return LocateResult(
@@ -732,10 +761,26 @@ def find_sites(
             f"{file} drops {what} at {len(chosen)} places (lines {lines}); lxcpatch changes "
             "nothing when it cannot tell which one runs",
             chosen,
+            others=others,
         )
-    pending = tuple(s for s in chosen if s.state is SiteState.REWRITABLE)
+    pending = tuple(s for s in usable if s.state is SiteState.REWRITABLE)
     if not pending:
-        return LocateResult(Outcome.ALREADY_PATCHED, file, chosen[0].line, chosen[0].reason, chosen)
+        return LocateResult(
+            Outcome.ALREADY_PATCHED,
+            file,
+            usable[0].line,
+            usable[0].reason,
+            usable,
+            skipped=refused,
+            others=others,
+        )
     return LocateResult(
-        Outcome.FOUND, file, pending[0].line, pending[0].reason, pending, found.read_fallback
+        Outcome.FOUND,
+        file,
+        pending[0].line,
+        pending[0].reason,
+        pending,
+        found.read_fallback,
+        skipped=refused,
+        others=others,
     )

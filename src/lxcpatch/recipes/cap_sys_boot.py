@@ -26,8 +26,10 @@ def locate(source: bytes, file: str = START_C) -> LocateResult:
     return find_sites(source, select=cap_sys_boot, single=True, file=file, what="CAP_SYS_BOOT")
 
 
-def message(site: Site) -> str:
-    return f"{TOKEN}: CAP_SYS_BOOT is already absent from the bounding set; continuing"
+def message(site: Site) -> tolerate.LogLine:
+    return tolerate.LogLine(
+        f"{TOKEN}: CAP_SYS_BOOT is already absent from the bounding set; continuing"
+    )
 
 
 def edits(found: LocateResult, source: bytes) -> list[tolerate.Edit]:

@@ -1,9 +1,12 @@
 """The tolerant rewrite of a bounding-set drop, shared by every recipe. Pure: bytes in, bytes out.
 
     if (prctl(PR_CAPBSET_DROP, CAP, …)) {      if (prctl(PR_CAPBSET_DROP, CAP, …)) {
-            SYSERROR("…");               =>            if (prctl(PR_CAPBSET_READ, CAP, …) == 0) {
-            goto out;                                          INFO("<token>: …");
-    }                                                  } else {
+            SYSERROR("…");               =>            int lxcpatch_errno = errno;
+            goto out;
+    }                                                  if (prctl(PR_CAPBSET_READ, CAP, …) == 0) {
+                                                               INFO("<token>: …");
+                                                       } else {
+                                                               errno = lxcpatch_errno;
                                                                SYSERROR("…");
                                                                goto out;
                                                        }
@@ -11,9 +14,10 @@
 
 The drop itself and its error statements stay as they were (one level deeper). Only when the
 drop fails and PR_CAPBSET_READ says the capability is already out of the bounding set does the
-code log and carry on; a capability that is still there keeps the original error path. errno
-reaches the original SYSERROR intact: for a valid capability PR_CAPBSET_READ fails only where
-the kernel has no bounding set, with the same EINVAL the drop failed with.
+code log and carry on; a capability that is still there keeps the original error path, with the
+errno the drop failed with (SYSERROR prints it, `return syserror(…)` returns it), whatever the
+PR_CAPBSET_READ call did to errno. The saved errno's name is lxcpatch's own, so that it shadows
+nothing (LXC builds with -Wshadow).
 """
 
 from __future__ import annotations
@@ -26,12 +30,29 @@ from dataclasses import dataclass
 from lxcpatch.locate import INFO_CALL, READ, Fallback, Form, Site, SiteState
 
 FALLBACK_LINES = (b"#ifndef " + READ.encode(), b"#define " + READ.encode() + b" 23", b"#endif")
+SAVED_ERRNO = "lxcpatch_errno"
 
 
 def c_string(text: str) -> str:
     """`text` as a C string literal usable as a printf-style format."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     return f'"{escaped}"'
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """What the tolerated case logs: literal text, then optionally `%d` and an int expression."""
+
+    text: str
+    number: str | None = None  # a C expression, safe to evaluate again, printed with %d
+    after: str = ""  # literal text after the number
+
+    def arguments(self) -> str:
+        """The logging call's arguments, as C source."""
+        if self.number is None:
+            return c_string(self.text)
+        literal = c_string(self.text)[:-1] + "%d" + c_string(self.after)[1:]
+        return f"{literal}, (int)({self.number})"
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,7 @@ def edits(
     source: bytes,
     sites: Sequence[Site],
     fallback: Fallback | None,
-    message: Callable[[Site], str],
+    message: Callable[[Site], LogLine],
 ) -> list[Edit]:
     """Rewrite every site's error path, and add the PR_CAPBSET_READ fallback #define."""
     found: list[Edit] = []
@@ -120,7 +141,7 @@ def _reindent(text: bytes, old: bytes, new: bytes, nl: bytes) -> bytes:
     return b"\n".join(out)
 
 
-def _rewrite(source: bytes, site: Site, message: str) -> tuple[int, int, bytes]:
+def _rewrite(source: bytes, site: Site, message: LogLine) -> tuple[int, int, bytes]:
     assert site.condition is not None and site.error_path is not None
     assert site.log_family is not None and site.read_call is not None
     path = site.error_path
@@ -156,16 +177,18 @@ def _rewrite(source: bytes, site: Site, message: str) -> tuple[int, int, bytes]:
         body = b"".join(part + nl for part in parts)
         closing = outer
     level1, level2 = outer + unit, outer + unit * 2
-    log = f"{INFO_CALL[site.log_family]}({c_string(message)});".encode("latin-1")
+    log = f"{INFO_CALL[site.log_family]}({message.arguments()});".encode("latin-1")
     block = [
         b"{",
+        level1 + f"int {SAVED_ERRNO} = errno;".encode(),
+        b"",
         level1 + f"if ({site.read_call} == 0) {{".encode("latin-1"),
         level2 + log,
     ]
     if site.form is Form.ASSIGNED and site.variable:
         # The drop's result now reads as a success for whatever tests it later.
         block.append(level2 + f"{site.variable} = 0;".encode("latin-1"))
-    block.append(level1 + b"} else {")
+    block += [level1 + b"} else {", level2 + f"errno = {SAVED_ERRNO};".encode()]
     text = nl.join(block) + nl + body + level1 + b"}" + nl + closing + b"}"
     start = path.start
     gap = source[site.condition.end : path.start]
