@@ -166,7 +166,9 @@ def test_many_trees_each_get_their_own_result(cli: CliRunner, tmp_path: Path) ->
         "line",
         "reason",
         "patch",
+        "skipped",
     }
+    assert [t["outcome"] for t in document["trees"]] == ["complete", "failed", "complete"]
     status = json.loads(cli("patch", "--status", "--tree", good, "--json", check=True).stdout)
     assert [p["name"] for p in status["trees"][0]["applied"]] == ["0001-cap-sys-boot.patch"]
 

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -28,6 +28,10 @@ pytestmark = [
 ]
 # An oracle independent of lxcpatch's parser: released start.c files hold no decoys.
 DROPS_SYS_BOOT = re.compile(rb"prctl\s*\(\s*PR_CAPBSET_DROP\s*,\s*CAP_SYS_BOOT\b")
+# Every drop call, whatever the capability (released C files have none in comments or strings;
+# the test checks that against the parser's count too).
+DROP_CALL = re.compile(rb"\bprctl\s*\(\s*PR_CAPBSET_DROP\b")
+BOTH = "@cap-sys-boot\n@cap-drops\n"
 
 
 def _mirror(*args: str) -> bytes:
@@ -57,6 +61,12 @@ def _patch(ws: Workspace, tree: Path) -> Status:
     return result.status
 
 
+def _patch_series(ws: Workspace, tree: Path, series: Path) -> PatchReport:
+    report = run_patch(ws, PatchRequest(trees=(str(tree),), series=series))
+    assert isinstance(report, PatchReport)
+    return report
+
+
 def test_every_tag_patches_reverts_and_is_idempotent(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "build")
     tags = _mirror("tag", "--sort=creatordate").decode().split()
@@ -84,6 +94,64 @@ def test_every_tag_patches_reverts_and_is_idempotent(tmp_path: Path) -> None:
         revert([tree])
         assert snapshot(tree) == pristine, tag
         table.append(f"{tag:<22} {start_c:<20} {first:<11} then {second}")
+    print("\n" + "\n".join(table))
+
+
+def test_every_tag_with_both_recipes_rewrites_every_drop_or_names_why(tmp_path: Path) -> None:
+    """@cap-sys-boot + @cap-drops: every PR_CAPBSET_DROP call in the C files under src/lxc/ is
+    rewritten (one token each) or left alone with its reason; again: nothing changes; revert:
+    the pristine bytes."""
+    ws = Workspace(tmp_path / "build")
+    series = tmp_path / "series"
+    series.write_text(BOTH)
+    tags = _mirror("tag", "--sort=creatordate").decode().split()
+    table = [f"{'tag':<22} {'@cap-sys-boot':<15} {'@cap-drops':<15} rewritten / left alone"]
+    totals = {"rewritten": 0, "left": 0}
+    for number, tag in enumerate(tags):
+        folder = str(PurePosixPath(_start_c(tag)).parent)
+        tree = _extract(tag, tmp_path / "trees", [folder])
+        if number % 2 == 0:
+            git(tree, "init", "-q")
+            git(tree, "add", "-A")
+            git(tree, "commit", "-q", "-m", "pristine")
+        pristine = snapshot(tree)
+        sources = {k: v for k, v in pristine.items() if k.endswith(".c")}
+        calls = {k: len(DROP_CALL.findall(v)) for k, v in sources.items() if DROP_CALL.search(v)}
+        for file in calls:  # the windowed parse sees what the whole parse sees
+            assert scan(sources[file]) == scan(sources[file], whole=True), (tag, file)
+
+        report = _patch_series(ws, tree, series)
+        boot, drops = report.trees[0].results
+        assert boot.status in {Status.PATCHED, Status.NOT_NEEDED}, (tag, boot.reason)
+        assert drops.status in {Status.PATCHED, Status.NOT_NEEDED}, (tag, drops.reason)
+        left = {(s.file, s.line) for s in drops.skipped}
+        assert all(s.reason for s in drops.skipped)
+        rewritten = {}
+        for file, count in calls.items():
+            after = (tree / file).read_bytes()
+            mine = after.count(TOKENS["@cap-drops"].encode())
+            theirs = after.count(TOKENS["@cap-sys-boot"].encode())
+            skipped = sum(1 for f, _ in left if f == file)
+            # Every call: rewritten by one recipe or the other, or named as left alone.
+            assert mine + theirs + skipped == count, (tag, file, mine, theirs, skipped, count)
+            assert theirs == (file == _start_c(tag) and bool(DROPS_SYS_BOOT.search(sources[file])))
+            rewritten[file] = mine
+        totals["rewritten"] += sum(rewritten.values())
+        totals["left"] += len(left)
+
+        again = _patch_series(ws, tree, series)
+        expected = [
+            Status.ALREADY_PATCHED if first.status is Status.PATCHED else Status.NOT_NEEDED
+            for first in (boot, drops)
+        ]
+        assert [r.status for r in again.trees[0].results] == expected, tag
+        assert len(again.trees[0].results[1].skipped) == len(left), tag
+        revert([tree])
+        assert snapshot(tree) == pristine, tag
+        where = ", ".join(f"{PurePosixPath(f).name} {n}" for f, n in rewritten.items() if n)
+        table.append(f"{tag:<22} {boot.status:<15} {drops.status:<15} {where or '-'} / {len(left)}")
+    table.append(f"{len(tags)} tags: {totals['rewritten']} drops rewritten by @cap-drops, "
+                 f"{totals['left']} left alone")  # fmt: skip
     print("\n" + "\n".join(table))
 
 

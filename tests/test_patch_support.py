@@ -12,6 +12,9 @@ from tests.conftest import FIXTURES
 
 ERAS = FIXTURES / "eras"
 EXPECTED: dict[str, dict[str, object]] = tomllib.loads((ERAS / "expected.toml").read_text())
+# What @cap-drops makes of the trees with drops outside start.c: {tree: {file: {rewrite, skip,
+# why}, "outcome": …}}.
+DROPS: dict[str, dict[str, object]] = tomllib.loads((ERAS / "drops.toml").read_text())
 GIT_ENV = {
     **os.environ,
     "GIT_AUTHOR_NAME": "fetch",
@@ -28,6 +31,11 @@ def fixtures(*outcomes: str) -> list[str]:
 
 def source(name: str) -> bytes:
     return (ERAS / name / "src" / "lxc" / "start.c").read_bytes()
+
+
+def drop_files(name: str) -> dict[str, dict[str, list[object]]]:
+    """The files of a @cap-drops fixture tree that hold drops, with their expected lines."""
+    return {k: v for k, v in DROPS[name].items() if isinstance(v, dict)}
 
 
 def git(tree: Path, *args: str) -> str:

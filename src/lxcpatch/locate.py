@@ -737,7 +737,9 @@ def find_sites(
         if found.drop_fallback_line is not None:
             detail.append(f"the {DROP} fallback #define at line {found.drop_fallback_line}")
         if others:
-            detail.append(f"{len(others)} drop(s) of other capabilities")
+            listed = ", ".join(f"{o.capability or '?'} at line {o.line}" for o in others[:3])
+            more = ", …" if len(others) > 3 else ""
+            detail.append(f"{len(others)} other drop(s): {listed}{more}")
         return LocateResult(
             Outcome.NOT_NEEDED,
             file,

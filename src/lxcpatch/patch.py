@@ -55,6 +55,18 @@ OK = {Status.PATCHED, Status.ALREADY_PATCHED, Status.NOT_NEEDED}
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A drop a recipe left alone (and will leave alone on every run), and why."""
+
+    file: str
+    line: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class EntryResult:
     recipe: str | None  # the series entry ("@cap-sys-boot" or a patch path); None: the tree
     status: Status
@@ -63,6 +75,7 @@ class EntryResult:
     line: int | None = None
     patch: Path | None = None
     diff: str | None = None  # --check: the diff that would be applied
+    skipped: tuple[Skipped, ...] = ()  # drops the recipe left alone (recipes with `partial`)
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -72,6 +85,7 @@ class EntryResult:
             "line": self.line,
             "reason": self.reason,
             "patch": str(self.patch) if self.patch else None,
+            "skipped": [s.to_json() for s in self.skipped],
         }
         if self.diff is not None:
             document["diff"] = self.diff
@@ -87,6 +101,14 @@ class TreeResult:
     def ok(self) -> bool:
         return all(r.status in OK for r in self.results)
 
+    @property
+    def outcome(self) -> str:
+        """`complete`: every entry succeeded and no drop was left alone; `partial`: every entry
+        succeeded but some drops were left alone (named in `skipped`); `failed` otherwise."""
+        if not self.ok:
+            return "failed"
+        return "partial" if any(r.skipped for r in self.results) else "complete"
+
 
 @dataclass(frozen=True)
 class PatchReport:
@@ -98,7 +120,11 @@ class PatchReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "trees": [
-                {"tree": str(t.tree), "results": [r.to_json() for r in t.results]}
+                {
+                    "tree": str(t.tree),
+                    "outcome": t.outcome,
+                    "results": [r.to_json() for r in t.results],
+                }
                 for t in self.trees
             ]
         }
@@ -113,6 +139,9 @@ class PatchReport:
                 lines.append(f"  {r.recipe or 'tree'}: {what}{where}: {r.reason}")
                 if r.patch:
                     lines.append(f"    patch: {r.patch}")
+                lines += [f"    left alone: {s.file}:{s.line}: {s.reason}" for s in r.skipped]
+            if tree.outcome == "partial":
+                lines.append("  partial: the drops left alone above still fail without CAP_SETPCAP")
         diffs = [r.diff for t in self.trees for r in t.results if r.diff]
         return "\n".join([*diffs, *lines]) if diffs else "\n".join(lines)
 
@@ -586,7 +615,7 @@ def _plan_recipe(
     tree: Tree, files: _Files, entry: Entry, date: dt.date
 ) -> tuple[EntryResult, _Step | None]:
     from lxcpatch import recipes
-    from lxcpatch.locate import Outcome
+    from lxcpatch.locate import Outcome, SiteState
     from lxcpatch.recipes.tolerate import apply as tolerate_apply
 
     recipe = recipes.get(entry.spec)
@@ -600,10 +629,33 @@ def _plan_recipe(
         assert source is not None
         located.append((file, source, recipe.locate(source, file)))
 
-    def result(status: Status, reason: str, found: LocateResult) -> EntryResult:
-        return EntryResult(entry.spec, status, reason, file=found.file, line=found.line)
+    skipped = tuple(
+        Skipped(found.file, site.line, site.reason)
+        for _, _, found in located
+        for site in found.skipped
+    )
+    if recipe.partial:
+        # Files whose every drop is unrecognized are left alone like single drops are.
+        skipped += tuple(
+            Skipped(found.file, site.line, site.reason)
+            for _, _, found in located
+            if found.outcome is Outcome.UNRECOGNIZED
+            for site in found.sites
+            if site.state is SiteState.UNRECOGNIZED
+        )
+        skipped = tuple(sorted(skipped, key=lambda s: (s.file, s.line)))
 
-    refused = [f for _, _, f in located if f.outcome in {Outcome.AMBIGUOUS, Outcome.UNRECOGNIZED}]
+    def result(status: Status, reason: str, found: LocateResult) -> EntryResult:
+        if skipped and status in OK:
+            reason += f"; {len(skipped)} drop(s) left alone: " + "; ".join(
+                f"{s.file}:{s.line}" for s in skipped
+            )
+        return EntryResult(
+            entry.spec, status, reason, file=found.file, line=found.line, skipped=skipped
+        )
+
+    blocking = {Outcome.AMBIGUOUS} if recipe.partial else {Outcome.AMBIGUOUS, Outcome.UNRECOGNIZED}
+    refused = [f for _, _, f in located if f.outcome in blocking]
     if refused:
         first = refused[0]
         why = f"{first.outcome}: {first.reason}; nothing was changed"
@@ -612,8 +664,13 @@ def _plan_recipe(
     if not todo:
         done = [f for _, _, f in located if f.outcome is Outcome.ALREADY_PATCHED]
         if done:
-            return result(Status.ALREADY_PATCHED, done[0].reason, done[0]), None
-        return result(Status.NOT_NEEDED, located[0][2].reason, located[0][2]), None
+            return result(Status.ALREADY_PATCHED, _summary(done, "already tolerant"), done[0]), None
+        unrecognized = [f for _, _, f in located if f.outcome is Outcome.UNRECOGNIZED]
+        if unrecognized:
+            first = unrecognized[0]
+            why = f"unrecognized: no drop it can rewrite, {len(skipped)} it cannot; nothing changed"
+            return result(Status.REFUSED, why, first), None
+        return result(Status.NOT_NEEDED, _not_needed(located), located[0][2]), None
     name = f"{recipe.slug}.patch"
     changes = [(file, source, recipe.edits(found, source)) for file, source, found in todo]
     after: dict[str, bytes | None] = {
@@ -621,6 +678,7 @@ def _plan_recipe(
     }
     data = make_patch(recipe, changes, date)
     first = todo[0][2]
+    reason = _summary([f for _, _, f in todo], "rewritten")
     try:
         allowed = {file: regions(found) for file, _, found in todo}
         patchset = validate_recipe_patch(data, name=name, allowed=allowed)
@@ -631,9 +689,27 @@ def _plan_recipe(
         return result(Status.FAILED, f"the generated patch: {exc.message}", first), None
     step = _Step(
         entry, recipe, recipe.slug, data, recipe.summary, recipe.explanation, tuple(after),
-        after, first.file, first.line, first.reason,
+        after, first.file, first.line, reason,
     )  # fmt: skip
-    return result(Status.PATCHED, first.reason, first), step
+    return result(Status.PATCHED, reason, first), step
+
+
+def _summary(found: Sequence[LocateResult], what: str) -> str:
+    """One file's reason, or how many drops in how many files."""
+    if len(found) == 1 and len(found[0].sites) == 1:
+        return found[0].reason
+    where = ", ".join(f"{f.file} ({len(f.sites)})" for f in found)
+    return f"{sum(len(f.sites) for f in found)} drop(s) {what}: {where}"
+
+
+def _not_needed(located: Sequence[tuple[str, bytes, LocateResult]]) -> str:
+    """Why a recipe has nothing to do: its one file's reason, or each file that has drops."""
+    if len(located) == 1:
+        return located[0][2].reason
+    busy = [f.reason for _, _, f in located if f.others]
+    return f"none of the {len(located)} files it reads has a drop it rewrites" + (
+        f" ({'; '.join(busy)})" if busy else ""
+    )
 
 
 def _plan_static(files: _Files, entry: Entry) -> tuple[EntryResult, _Step | None]:

@@ -124,10 +124,14 @@ class Findings:
     @property
     def label(self) -> str:
         """What a person reads for this copy."""
+        carried = f"the token of {' and '.join(self.tokens)}"
         if self.status is Status.PATCHED:
-            return "patched (carries the token)"
+            return f"patched (carries {carried})"
         if self.status is Status.UNPATCHED:
-            return "unpatched (the original message, no token)"
+            also = f"; carries {carried}" if self.tokens else ""
+            return f"unpatched (the original message, no token of {CAP_SYS_BOOT_RECIPE}{also})"
+        if self.tokens:  # @cap-drops alone, on a release that does not drop CAP_SYS_BOOT
+            return f"no CAP_SYS_BOOT drop; carries {carried}"
         return "no CAP_SYS_BOOT drop and no token"
 
 

@@ -25,6 +25,7 @@ TOKENS = {
 # Recipe name -> module defining RECIPE (imported on use: recipes pull in tree-sitter).
 _MODULES = {
     "@cap-sys-boot": "lxcpatch.recipes.cap_sys_boot",
+    "@cap-drops": "lxcpatch.recipes.cap_drops",
 }
 
 
@@ -40,6 +41,9 @@ class Recipe:
     locate: Callable[[bytes, str], LocateResult]  # (source, file) -> outcome
     edits: Callable[[LocateResult, bytes], list[Edit]]  # a FOUND result -> the changes
     render: Callable[[LocateResult, bytes], bytes]  # a FOUND result -> the new source
+    # True: a drop the recipe cannot rewrite is left alone and named (LocateResult.skipped)
+    # while the others are rewritten; False: it refuses the whole recipe.
+    partial: bool = False
 
     @property
     def slug(self) -> str:

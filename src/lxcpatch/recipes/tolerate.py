@@ -159,9 +159,17 @@ def _rewrite(source: bytes, site: Site, message: LogLine) -> tuple[int, int, byt
     if whole_lines:
         interior = source[path.start + 1 + len(opening) : closing_line]
         first = next((ln for ln in interior.split(b"\n") if ln.strip()), b"")
-        unit = _unit(source, outer, re.match(rb"[ \t]*", first).group(0))  # type: ignore[union-attr]
+        inner = re.match(rb"[ \t]*", first).group(0)  # type: ignore[union-attr]
+        unit = _unit(source, outer, inner)
+        level2 = outer + unit * 2
+        # Lines at the block's own indentation move to two levels below the `if`; in a file
+        # that mixes tabs and spaces (LXC 0.7's conf.c) that is not the same as one more unit.
         body = b"".join(
-            line if not line.strip() or line.startswith(b"#") else unit + line
+            line
+            if not line.strip() or line.startswith(b"#")
+            else level2 + line[len(inner) :]
+            if line.startswith(inner)
+            else unit + line
             for line in interior.splitlines(keepends=True)
         )
         closing = source[closing_line : path.end - 1]
