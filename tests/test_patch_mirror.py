@@ -99,11 +99,13 @@ def test_every_tag_patches_reverts_and_is_idempotent(tmp_path: Path) -> None:
 
 def test_every_tag_with_both_recipes_rewrites_every_drop_or_names_why(tmp_path: Path) -> None:
     """@cap-sys-boot + @cap-drops: every PR_CAPBSET_DROP call in the C files under src/lxc/ is
-    rewritten (one token each) or left alone with its reason; again: nothing changes; revert:
-    the pristine bytes."""
+    rewritten (one token each) or left alone with its reason; again, in either order: nothing
+    changes; revert: the pristine bytes."""
     ws = Workspace(tmp_path / "build")
     series = tmp_path / "series"
     series.write_text(BOTH)
+    reverse = tmp_path / "series-reversed"
+    reverse.write_text("@cap-drops\n@cap-sys-boot\n")
     tags = _mirror("tag", "--sort=creatordate").decode().split()
     table = [f"{'tag':<22} {'@cap-sys-boot':<15} {'@cap-drops':<15} rewritten / left alone"]
     totals = {"rewritten": 0, "left": 0}
@@ -139,13 +141,15 @@ def test_every_tag_with_both_recipes_rewrites_every_drop_or_names_why(tmp_path: 
         totals["rewritten"] += sum(rewritten.values())
         totals["left"] += len(left)
 
-        again = _patch_series(ws, tree, series)
         expected = [
             Status.ALREADY_PATCHED if first.status is Status.PATCHED else Status.NOT_NEEDED
             for first in (boot, drops)
         ]
+        again = _patch_series(ws, tree, series)
         assert [r.status for r in again.trees[0].results] == expected, tag
         assert len(again.trees[0].results[1].skipped) == len(left), tag
+        other_order = _patch_series(ws, tree, reverse)
+        assert [r.status for r in other_order.trees[0].results] == expected[::-1], tag
         revert([tree])
         assert snapshot(tree) == pristine, tag
         where = ", ".join(f"{PurePosixPath(f).name} {n}" for f, n in rewritten.items() if n)
