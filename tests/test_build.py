@@ -7,7 +7,6 @@ build tool, two builds at once."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -27,11 +26,11 @@ import pytest
 
 from lxcpatch.recipes import TOKENS
 from tests.conftest import FIXTURES, needs_root
+from tests.debian_root import debootstrap
 
 pytestmark = pytest.mark.slow
 
 TOKEN = TOKENS["@cap-sys-boot"].encode()
-MIRROR = "http://deb.debian.org/debian"
 DROP_BOTH = "--drop=cap_setpcap,cap_sys_boot"
 
 
@@ -475,66 +474,12 @@ def test_debian_flavor_binary_runs_without_cap_sys_boot(debian: Built, tmp_path:
 # --- installed in a Debian root ------------------------------------------------------------
 
 
-def _cache() -> Path:
-    chosen = os.environ.get("LXCPATCH_TEST_CACHE") or Path.home() / ".cache" / "lxcpatch-tests"
-    cache = Path(chosen)
-    cache.mkdir(parents=True, exist_ok=True)
-    return cache
-
-
-@contextlib.contextmanager
-def _cache_lock(cache: Path) -> Iterator[None]:
-    with (cache / "debootstrap.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _debootstrap(root: Path) -> None:
-    """A Debian 12 minbase root from the cache: the first run downloads (debootstrap
-    --make-tarball) and installs once, later runs unpack the finished root."""
-    cache = _cache()
-    packages = cache / "bookworm-minbase-debs.tgz"
-    finished = cache / "bookworm-minbase-root.tar"
-    options = ["--variant=minbase", "--include=libcap2"]
-    with _cache_lock(cache):
-        if not finished.is_file():
-            if not packages.is_file():
-                scratch = cache / "make-tarball"
-                shutil.rmtree(scratch, ignore_errors=True)
-                partial = cache / "bookworm-minbase-debs.tgz.part"
-                subprocess.run(
-                    [
-                        "debootstrap",
-                        *options,
-                        f"--make-tarball={partial}",
-                        "bookworm",
-                        scratch,
-                        MIRROR,
-                    ],
-                    capture_output=True,
-                    check=True,
-                )
-                shutil.rmtree(scratch, ignore_errors=True)
-                partial.rename(packages)
-            subprocess.run(
-                ["debootstrap", *options, f"--unpack-tarball={packages}", "bookworm", root, MIRROR],
-                capture_output=True,
-                check=True,
-            )
-            partial = cache / "bookworm-minbase-root.tar.part"
-            subprocess.run(["tar", "-C", root, "-cf", partial, "."], check=True)
-            partial.rename(finished)
-            return
-    root.mkdir(parents=True)
-    subprocess.run(["tar", "-C", root, "-xpf", finished], check=True)
-
-
 @pytest.fixture(scope="session")
 def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs as root)")
     root = tmp_path_factory.mktemp("chroot") / "bookworm"
-    _debootstrap(root)
+    debootstrap(root)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

@@ -355,14 +355,14 @@ def test_the_dockerfile_runs_in_a_debian_root(
     tmp_path: Path, fixture_matrix_run: MatrixRun
 ) -> None:
     # The build issue's cached debootstrap root of Debian 12 (one cache for the whole suite).
-    from tests.test_build import _cache, _debootstrap
+    from tests.debian_root import cache_dir, debootstrap
 
     # The packages of one fixture entry that `matrix --run` built.
     debs = fixture_matrix_run.debs("mini-dir")
     assert list(debs.glob("*.deb"))
     root = tmp_path / "root"
-    _debootstrap(root)
-    apt_cache = _cache() / "dockerfile-apt-archives"
+    debootstrap(root)
+    apt_cache = cache_dir() / "dockerfile-apt-archives"
     (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
     image = Emulation(
         root=root,

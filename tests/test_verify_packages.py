@@ -113,10 +113,10 @@ def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs as root)")
     # The build tests' Debian 12 minbase root: downloaded once, cached, unpacked here.
-    from tests.test_build import _debootstrap
+    from tests.debian_root import debootstrap
 
     root = tmp_path_factory.mktemp("chroot") / "bookworm"
-    _debootstrap(root)
+    debootstrap(root)
     return root
 
 
