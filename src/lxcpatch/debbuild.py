@@ -1188,17 +1188,25 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _make_overrides(src: Path) -> list[str]:
-    """Old configure scripts append -Werror to CFLAGS after ours; put -Wno-error after it."""
+    """Old configure scripts append -Werror to CFLAGS after ours (1.0), or -Werror=WARNING to
+    AM_CFLAGS, which compile lines put before CFLAGS (4.0); put -Wno-error (-Wno-error=WARNING)
+    at the end of CFLAGS."""
     makefile = src / "Makefile"
     if not makefile.is_file():
         return []
-    match = re.search(r"^CFLAGS = (.*)$", makefile.read_text(errors="replace"), re.MULTILINE)
+    text = makefile.read_text(errors="replace")
+    match = re.search(r"^CFLAGS = (.*)$", text, re.MULTILINE)
     if not match:
         return []
     flags = match.group(1).split()
-    if "-Werror" not in flags:
+    extra = re.search(r"^AM_CFLAGS = (.*)$", text, re.MULTILINE)
+    configured = flags + (extra.group(1).split() if extra else [])
+    undo = [
+        f"-Wno-error{f.removeprefix('-Werror')}" for f in configured if re.match(r"-Werror(=|$)", f)
+    ]
+    if not undo:
         return []
-    return [f"CFLAGS={' '.join(flags)} -Wno-error"]
+    return [f"CFLAGS={' '.join([*flags, *dict.fromkeys(undo)])}"]
 
 
 def _elf_files(root: Path) -> dict[Path, str]:
