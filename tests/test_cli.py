@@ -50,3 +50,28 @@ def test_cli_start_does_not_import_heavy_libraries() -> None:
         [sys.executable, "-c", code], text=True, capture_output=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_numeric_options_are_parsed_as_numbers() -> None:
+    # invoke types an option by its default's type: `int | None = None` would arrive as a str.
+    import inspect
+
+    from lxcpatch.tasks import ns
+
+    for name in ns.task_names:
+        task = ns[name]
+        parameters = inspect.signature(task.body).parameters
+        for arg in task.get_arguments():
+            annotation = str(parameters[arg.attr_name or arg.name].annotation)
+            for number in ("int", "float"):
+                if annotation.split(" | ")[0] == number:
+                    assert arg.kind.__name__ == number, f"{name} --{arg.name} is {arg.kind}"
+
+
+def test_bad_usage_exits_2_with_a_message(cli: CliRunner) -> None:
+    for argv in (("build", "--jobs", "two"), ("patch", "--no-such-option")):
+        proc = cli(*argv)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("error: ") and "hint: " in proc.stderr
+    assert "'two'" in cli("build", "--jobs", "two").stderr

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
 
 from lxcpatch import __version__
@@ -109,11 +109,32 @@ def edge(body: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _Program(Program):
+    """invoke's Program, but bad usage (an unknown option, `--jobs two`) exits 2 with a message
+    instead of invoke's exit 1, or a traceback for a value that is not a number."""
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        try:
+            super().parse_core(argv)
+        except (ParseError, ValueError) as exc:
+            raise _usage(exc) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except (ParseError, ValueError) as exc:
+            raise _usage(exc) from None
+
+
+def _usage(exc: Exception) -> Exit:
+    return Exit(f"error: {exc}\nhint: see `lxcpatch --list` and `lxcpatch TASK --help`", code=2)
+
+
 def main() -> None:
     """The `lxcpatch` console script."""
     from lxcpatch import tasks
 
-    program = Program(
+    program = _Program(
         namespace=Collection.from_module(tasks),
         name="lxcpatch",
         binary="lxcpatch",

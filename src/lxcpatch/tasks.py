@@ -203,15 +203,15 @@ def matrix(
         **COMMON_HELP,
         "tree": "tree under build/src/ to build (default: the current tree)",
         "flavor": "auto (debian when the tree has debian/), upstream, or debian",
-        "jobs": "parallel compile jobs (default: the number of processors)",
+        "jobs": "parallel compile jobs (default, or 0: the number of processors)",
         "no_ccache": "do not compile through ccache (default: use it when it is installed)",
         "allow_unpatched": "build a tree that is not patched, as a control (version ~unpatchedN)",
         "configure_args": "more configure (or meson setup) arguments, one shell-quoted string; "
         "the default profile builds for /usr without docs, Python/Lua bindings, examples, "
         "tests, AppArmor, SELinux, seccomp, TLS, cgmanager, PAM and io_uring",
         "lint": "run lintian on the packages and print its findings",
-        "build_number": "the N in VERSION+lxcpatchN (default: 1, one more when the patches "
-        "changed since the last build)",
+        "build_number": "the N in VERSION+lxcpatchN (default, or 0: 1, one more when the "
+        "patches changed since the last build)",
     },
 )
 @edge
@@ -219,12 +219,12 @@ def build(
     c: Context,
     tree: str | None = None,
     flavor: str = "auto",
-    jobs: int | None = None,
+    jobs: int = 0,
     no_ccache: bool = False,
     allow_unpatched: bool = False,
     configure_args: str | None = None,
     lint: bool = False,
-    build_number: int | None = None,
+    build_number: int = 0,
     workdir: str | None = None,
     json: bool = False,
 ) -> Report:
@@ -234,12 +234,12 @@ def build(
     request = debbuild.BuildRequest(
         tree=tree,
         flavor=debbuild.parse_flavor(flavor),
-        jobs=jobs,
+        jobs=jobs or None,
         ccache=not no_ccache,
         allow_unpatched=allow_unpatched,
         configure_args=debbuild.split_args(configure_args),
         lint=lint,
-        build_number=build_number,
+        build_number=build_number or None,
     )
     return debbuild.build(Workspace.resolve(workdir), request)
 
